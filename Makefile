@@ -1,0 +1,47 @@
+# Every target makes (or reuses) its own virtual environment: nothing is installed by hand.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help venv test lint typecheck pytest demo docs bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "appregistry needs Python 3.11 or newer (PYTHON=$(PYTHON))" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,oauth2,docs]'
+	touch $(STAMP)
+
+venv: $(STAMP)  ## create .venv and install the project with its test extras
+
+lint: $(STAMP)  ## ruff: lint and formatting
+	$(BIN)/ruff check src tests benchmarks docs
+	$(BIN)/ruff format --check src tests benchmarks docs
+
+typecheck: $(STAMP)  ## mypy --strict over src/
+	$(BIN)/mypy
+
+pytest: $(STAMP)  ## the test suite, docs and docstring examples included
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest  ## everything CI runs
+
+demo: $(STAMP)  ## the main job: walk through the seeds' story
+	$(BIN)/python -m appregistry demo
+
+docs: $(STAMP)  ## build the HTML docs; warnings are errors
+	$(BIN)/sphinx-build -W --keep-going -b html docs build/docs
+
+bench: $(STAMP)  ## benchmarks (see docs/performance.md)
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+clean:  ## remove the virtual environment and build output
+	rm -rf $(VENV) build dist .mypy_cache .pytest_cache .ruff_cache .hypothesis

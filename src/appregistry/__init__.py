@@ -1,0 +1,97 @@
+"""appregistry: third-party apps, their credentials and access tokens, and the policy on them.
+
+The facade. Everything a host needs is importable from here; the modules behind it are
+private. Storage backends live in `appregistry.storage`, test helpers in `appregistry.testing`.
+
+>>> from appregistry import Registry
+>>> from appregistry.storage.memory import MemoryStorage
+>>> registry = Registry(storage=MemoryStorage())
+>>> new = registry.register_app(
+...     "acme", name="MyApp", homepage="http://bücher.example/MyApp",
+...     admin_email="myapp@exämple.com", redirect_url="https://example.com/MyApp/handler",
+...     trusted=True)
+>>> _ = registry.permit_account("acme", by="admin")
+>>> issued = registry.issue_token(new.app.key, new.secret, user_agent="libwww-perl 5.833")
+>>> registry.check_token(issued.token).reason
+<Reason.ALLOWED: 'allowed'>
+"""
+
+from ._policy import AccessRequest, Action, Decision, Policy, Reason, Rule
+from ._records import (
+    AccessToken,
+    App,
+    AppListing,
+    AppsPermission,
+    Event,
+    EventKind,
+    Grant,
+    ImportedCredentials,
+    Installation,
+    InstallationListing,
+    IssuedToken,
+    Page,
+    RegisteredApp,
+    StoredSecret,
+    TokenContext,
+)
+from ._registry import UNSET, Clock, Listener, Registry, TokenCheck
+from ._validation import display_url, search_text
+from .errors import (
+    AppNotFound,
+    AppRegistryError,
+    Denied,
+    FieldProblem,
+    InstallationNotFound,
+    LimitExceeded,
+    NotFound,
+    SchemaError,
+    SecretNotRetrievable,
+    StorageError,
+    StorageUnavailable,
+    TokenNotFound,
+    ValidationError,
+)
+
+__all__ = [
+    "UNSET",
+    "AccessRequest",
+    "AccessToken",
+    "Action",
+    "App",
+    "AppListing",
+    "AppNotFound",
+    "AppRegistryError",
+    "AppsPermission",
+    "Clock",
+    "Decision",
+    "Denied",
+    "Event",
+    "EventKind",
+    "FieldProblem",
+    "Grant",
+    "ImportedCredentials",
+    "Installation",
+    "InstallationListing",
+    "InstallationNotFound",
+    "IssuedToken",
+    "LimitExceeded",
+    "Listener",
+    "NotFound",
+    "Page",
+    "Policy",
+    "Reason",
+    "RegisteredApp",
+    "Registry",
+    "Rule",
+    "SchemaError",
+    "SecretNotRetrievable",
+    "StorageError",
+    "StorageUnavailable",
+    "StoredSecret",
+    "TokenCheck",
+    "TokenContext",
+    "TokenNotFound",
+    "ValidationError",
+    "display_url",
+    "search_text",
+]

@@ -1,0 +1,222 @@
+"""The records: immutable values that the Registry reads, decides on and stores.
+
+Records never hold a plaintext secret or token. The two values that carry one on their way
+to the caller, `RegisteredApp` and `IssuedToken`, keep it out of their ``repr``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Generic, TypeVar
+
+import attrs
+
+T = TypeVar("T")
+
+
+class Grant(enum.StrEnum):
+    """How an access token was obtained; it decides which rules apply to it (R19)."""
+
+    #: A trusted app with its key and secret alone; the token acts for the app's owner.
+    CLIENT_CREDENTIALS = "client_credentials"
+    #: An app the account installed; the token acts for that account.
+    AUTHORIZATION_CODE = "authorization_code"
+
+
+@attrs.frozen
+class App:
+    """A registered third-party app.
+
+    URLs are stored in their canonical form (lower-case ASCII host, IDNs as ``xn--`` labels);
+    `appregistry.display_url` gives the Unicode spelling for people.
+    """
+
+    key: str
+    owner: str
+    name: str
+    homepage: str
+    admin_email: str
+    redirect_url: str
+    created_at: datetime
+    description: str | None = None
+    image_url: str | None = None
+    admin_phone: str | None = None
+    trusted: bool = False
+    enabled: bool = True
+
+
+@attrs.frozen
+class StoredSecret:
+    """What storage keeps of an app secret: a keyed digest and, optionally, a ciphertext."""
+
+    digest: bytes = attrs.field(repr=False)
+    ciphertext: bytes | None = attrs.field(default=None, repr=False)
+
+
+@attrs.frozen
+class AppsPermission:
+    """The provider's permission for an account to use apps (R14). No record: not permitted."""
+
+    account: str
+    granted_by: str
+    granted_at: datetime
+
+
+@attrs.frozen
+class Installation:
+    """An app authorized on an account (R15): when, by whom, and whether it is suspended."""
+
+    app_key: str
+    account: str
+    installed_by: str
+    installed_at: datetime
+    suspended: bool = False
+
+
+@attrs.frozen
+class AccessToken:
+    """The stored facts about an access token; the token itself is only ever a digest (R17).
+
+    >>> from datetime import datetime, timedelta, UTC
+    >>> t0 = datetime(2015, 4, 20, 9, 56, 40, tzinfo=UTC)
+    >>> token = AccessToken("t1", "K" * 32, "acme", Grant.CLIENT_CREDENTIALS, t0,
+    ...                     t0 + timedelta(hours=1), "libwww-perl 5.833")
+    >>> token.is_expired(t0 + timedelta(minutes=59)), token.is_expired(t0 + timedelta(hours=1))
+    (False, True)
+    """
+
+    token_id: str
+    app_key: str
+    account: str
+    grant: Grant
+    issued_at: datetime
+    expires_at: datetime
+    user_agent: str | None = None
+
+    def is_expired(self, now: datetime) -> bool:
+        """Whether the token is dead at ``now``: from ``expires_at`` on, it is."""
+        return now >= self.expires_at
+
+
+@attrs.frozen
+class TokenContext:
+    """Everything a token check needs, read by storage in one round trip (S3).
+
+    ``app``, ``installation`` and ``permission`` are those of the token's app and account, or
+    ``None`` when they do not exist.
+    """
+
+    token: AccessToken
+    app: App | None
+    installation: Installation | None
+    permission: AppsPermission | None
+
+
+@attrs.frozen
+class Page(Generic[T]):
+    """One page of a list, with the total count of matching entries.
+
+    >>> Page(items=("a", "b"), total=12, page=2, per_page=10).pages
+    2
+    """
+
+    items: tuple[T, ...]
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        """The number of pages (at least 1, so an empty list still has page 1)."""
+        return max(1, -(-self.total // self.per_page))
+
+
+@attrs.frozen
+class AppListing:
+    """An app as the app lists show it: with its Instances, the accounts that installed it."""
+
+    app: App
+    instances: int
+
+
+@attrs.frozen
+class InstallationListing:
+    """An installed app as an account sees it, with the live Access Tokens count (R21)."""
+
+    installation: Installation
+    app: App
+    access_tokens: int
+
+
+@attrs.frozen
+class RegisteredApp:
+    """The result of registering an app or regenerating its secret: the one time the secret shows.
+
+    >>> from datetime import datetime, UTC
+    >>> app = App("K" * 32, "acme", "MyApp", "http://example.com/", "a@example.com",
+    ...           "https://example.com/cb", datetime(2015, 4, 20, tzinfo=UTC))
+    >>> "s3cr3t" in repr(RegisteredApp(app, "s3cr3t"))
+    False
+    """
+
+    app: App
+    secret: str = attrs.field(repr=False)
+
+
+@attrs.frozen
+class IssuedToken:
+    """A freshly issued access token: ``token`` goes to the client and is never shown again."""
+
+    token: str = attrs.field(repr=False)
+    record: AccessToken
+
+    def expires_in(self, now: datetime) -> int:
+        """Whole seconds from ``now`` until the token expires, as OAuth's ``expires_in``."""
+        return max(0, int((self.record.expires_at - now).total_seconds()))
+
+
+@attrs.frozen
+class ImportedCredentials:
+    """An existing key and secret to keep when migrating an installation (R6).
+
+    Both are 32 characters of the RFC 3986 unreserved set; the registry validates them.
+    """
+
+    key: str
+    secret: str = attrs.field(repr=False)
+
+
+class EventKind(enum.StrEnum):
+    """What happened; the string values appear in audit logs."""
+
+    APP_REGISTERED = "app_registered"
+    APP_UPDATED = "app_updated"
+    APP_SECRET_REGENERATED = "app_secret_regenerated"
+    APP_ENABLED = "app_enabled"
+    APP_DISABLED = "app_disabled"
+    APP_REMOVED = "app_removed"
+    ACCOUNT_PERMITTED = "account_permitted"
+    ACCOUNT_FORBIDDEN = "account_forbidden"
+    APP_INSTALLED = "app_installed"
+    INSTALLATION_SUSPENDED = "installation_suspended"
+    INSTALLATION_RESUMED = "installation_resumed"
+    APP_UNINSTALLED = "app_uninstalled"
+    TOKEN_ISSUED = "token_issued"
+    TOKENS_REMOVED = "tokens_removed"
+    TOKENS_PURGED = "tokens_purged"
+
+
+@attrs.frozen
+class Event:
+    """A change that has been committed (R27). Events carry ids and counts, never secrets.
+
+    ``details`` holds small, JSON-ready facts: changed field names, token ids, counts.
+    """
+
+    kind: EventKind
+    at: datetime
+    app_key: str | None = None
+    account: str | None = None
+    details: Mapping[str, object] = attrs.field(factory=dict)

@@ -1,0 +1,365 @@
+"""Validation of everything that comes from outside: app fields, ids, paging and search text.
+
+Each validator returns the normalized value or records a `FieldProblem` in a `Problems`
+collector; the caller raises one `ValidationError` with every problem once all fields are seen
+(R10). Hosts go through ``idna`` (IDNA 2008 with UTS 46 mapping), emails through
+``email-validator`` (syntax only, no DNS), phone numbers through ``phonenumbers``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import unicodedata
+import urllib.parse
+from typing import Final
+
+import email_validator
+import idna
+import phonenumbers
+
+from .errors import FieldProblem, ValidationError
+
+__all__ = [
+    "MAX_ACCOUNT_LENGTH",
+    "MAX_DESCRIPTION_LENGTH",
+    "MAX_NAME_LENGTH",
+    "MAX_PER_PAGE",
+    "MAX_SEARCH_LENGTH",
+    "MAX_URL_LENGTH",
+    "MAX_USER_AGENT_LENGTH",
+    "Problems",
+    "display_url",
+    "search_text",
+]
+
+#: App name, after trimming surrounding whitespace.
+MAX_NAME_LENGTH: Final = 100
+#: App description.
+MAX_DESCRIPTION_LENGTH: Final = 1000
+#: Homepage, image and redirect URLs, in their canonical (ASCII) form.
+MAX_URL_LENGTH: Final = 2000
+#: Account, owner and user ids: opaque strings owned by the host.
+MAX_ACCOUNT_LENGTH: Final = 128
+#: A token's user agent; longer ones are refused rather than silently cut.
+MAX_USER_AGENT_LENGTH: Final = 512
+#: Search text.
+MAX_SEARCH_LENGTH: Final = 200
+#: Largest page size a list accepts.
+MAX_PER_PAGE: Final = 1000
+#: The phone number as typed, before normalization.
+MAX_PHONE_LENGTH: Final = 40
+
+_HOST_LABEL_MAX: Final = 63
+_HOST_MAX: Final = 253
+
+
+def _has_control(value: str) -> bool:
+    # Cc (controls), Cf (format: bidi overrides, zero-width joiners), Zl/Zp (line separators):
+    # none belongs in a name, id or URL, and they are the usual tools of spoofing.
+    return any(unicodedata.category(ch) in {"Cc", "Cf", "Zl", "Zp"} for ch in value)
+
+
+class Problems:
+    """Collects field problems; `raise_if_any` raises them together as one ValidationError.
+
+    >>> problems = Problems()
+    >>> problems.text("name", "  MyApp ", max_length=10)
+    'MyApp'
+    >>> problems.text("name", "", max_length=10) is None
+    True
+    >>> problems.raise_if_any()
+    Traceback (most recent call last):
+    ...
+    appregistry.errors.ValidationError: name: name is required
+    """
+
+    def __init__(self) -> None:
+        self._found: list[FieldProblem] = []
+
+    def add(self, field: str, code: str, message: str) -> None:
+        """Record one problem."""
+        self._found.append(FieldProblem(field, code, message))
+
+    def __bool__(self) -> bool:
+        return bool(self._found)
+
+    def raise_if_any(self) -> None:
+        """Raise one `ValidationError` carrying every problem recorded, if there are any."""
+        if self._found:
+            raise ValidationError(self._found)
+
+    # -- plain text -------------------------------------------------------------------------
+
+    def text(
+        self, field: str, value: object, *, max_length: int, required: bool = True
+    ) -> str | None:
+        """A single-line text: NFC-normalized, trimmed, no control characters, length-capped.
+
+        An empty optional value becomes ``None``.
+        """
+        if value is None or (isinstance(value, str) and not value.strip()):
+            if required:
+                self.add(field, "required", f"{field} is required")
+            return None
+        if not isinstance(value, str):
+            self.add(field, "not_text", f"{field} must be text")
+            return None
+        normalized = unicodedata.normalize("NFC", value).strip()
+        if _has_control(normalized):
+            self.add(field, "control_character", f"{field} must not contain control characters")
+            return None
+        if len(normalized) > max_length:
+            self.add(field, "too_long", f"{field} must be at most {max_length} characters")
+            return None
+        return normalized
+
+    def multiline(self, field: str, value: object, *, max_length: int) -> str | None:
+        """An optional free text (a description): like `text`, but line breaks and tabs are kept."""
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if not isinstance(value, str):
+            self.add(field, "not_text", f"{field} must be text")
+            return None
+        normalized = unicodedata.normalize("NFC", value).strip()
+        if _has_control(normalized.replace("\n", "").replace("\t", "").replace("\r", "")):
+            self.add(field, "control_character", f"{field} must not contain control characters")
+            return None
+        if len(normalized) > max_length:
+            self.add(field, "too_long", f"{field} must be at most {max_length} characters")
+            return None
+        return normalized
+
+    def identifier(self, field: str, value: object) -> str | None:
+        """An account, owner or user id: opaque to us, but non-empty, printable and bounded.
+
+        Ids are compared exactly, so they are not trimmed or normalized: ``" a"`` is refused.
+        """
+        if not isinstance(value, str) or not value:
+            self.add(field, "required", f"{field} is required")
+            return None
+        if value != value.strip() or _has_control(value):
+            self.add(
+                field,
+                "invalid",
+                f"{field} must not have surrounding whitespace or control characters",
+            )
+            return None
+        if len(value) > MAX_ACCOUNT_LENGTH:
+            self.add(field, "too_long", f"{field} must be at most {MAX_ACCOUNT_LENGTH} characters")
+            return None
+        return value
+
+    # -- URLs -------------------------------------------------------------------------------
+
+    def url(
+        self, field: str, value: object, *, required: bool = True, https_only: bool = False
+    ) -> str | None:
+        """An absolute http(s) URL, returned in canonical form (R2, R4).
+
+        The host goes through IDNA 2008 / UTS 46 and is kept as lower-case ASCII, so the
+        Unicode and ``xn--`` spellings of one host give the same string. Non-ASCII characters
+        in the path and query are percent-encoded. User-info, whitespace, control characters,
+        percent-encoded hosts and (for redirect URLs) fragments are refused.
+
+        >>> Problems().url("homepage", "http://Bücher.Example/Shop?q=ä")
+        'http://xn--bcher-kva.example/Shop?q=%C3%A4'
+        >>> Problems().url("redirect_url", "https://example.com/cb", https_only=True)
+        'https://example.com/cb'
+        """
+        if value is None or (isinstance(value, str) and not value.strip()):
+            if required:
+                self.add(field, "required", f"{field} is required")
+            return None
+        if not isinstance(value, str):
+            self.add(field, "not_text", f"{field} must be text")
+            return None
+        if len(value) > MAX_URL_LENGTH:
+            self.add(field, "too_long", f"{field} must be at most {MAX_URL_LENGTH} characters")
+            return None
+        if any(ch.isspace() for ch in value) or _has_control(value):
+            self.add(field, "invalid_url", f"{field} must not contain whitespace or controls")
+            return None
+        try:
+            parts = urllib.parse.urlsplit(value)
+            port = parts.port
+        except ValueError:
+            self.add(field, "invalid_url", f"{field} is not a valid URL")
+            return None
+        scheme = parts.scheme.lower()
+        if https_only and scheme != "https":
+            self.add(field, "not_https", f"{field} must be an https:// URL")
+            return None
+        if scheme not in {"http", "https"}:
+            self.add(field, "invalid_scheme", f"{field} must be an http:// or https:// URL")
+            return None
+        if "@" in parts.netloc:
+            self.add(field, "userinfo", f"{field} must not contain a user name or password")
+            return None
+        if https_only and (parts.fragment or value.endswith("#")):
+            self.add(field, "fragment", f"{field} must not contain a #fragment")
+            return None
+        host = self._host(field, parts.hostname)
+        if host is None:
+            return None
+        netloc = host if port is None or port == _DEFAULT_PORTS[scheme] else f"{host}:{port}"
+        path = _quote(parts.path) or "/"
+        query = _quote(parts.query)
+        fragment = _quote(parts.fragment)
+        canonical = urllib.parse.urlunsplit((scheme, netloc, path, query, fragment))
+        if len(canonical) > MAX_URL_LENGTH:
+            self.add(field, "too_long", f"{field} must be at most {MAX_URL_LENGTH} characters")
+            return None
+        return canonical
+
+    def _host(self, field: str, hostname: str | None) -> str | None:
+        if not hostname:
+            self.add(field, "no_host", f"{field} must have a host")
+            return None
+        if "%" in hostname:
+            self.add(field, "invalid_host", f"{field} host must not be percent-encoded")
+            return None
+        if hostname.startswith("["):  # pragma: no cover - urlsplit strips the brackets
+            hostname = hostname.strip("[]")
+        try:
+            address = ipaddress.ip_address(hostname)
+        except ValueError:
+            pass
+        else:
+            return f"[{address.compressed}]" if address.version == 6 else address.compressed
+        if hostname.endswith("."):
+            # "example.com." and "example.com" name the same host: keep one spelling.
+            hostname = hostname[:-1]
+        try:
+            ascii_host = idna.encode(hostname, uts46=True).decode("ascii")
+            # Decoding back rejects xn-- labels that do not decode to a valid IDNA 2008 name.
+            idna.decode(ascii_host)
+        except (idna.IDNAError, UnicodeError, ValueError):
+            self.add(field, "invalid_host", f"{field} host is not a valid domain name")
+            return None
+        labels = ascii_host.split(".")
+        if len(ascii_host) > _HOST_MAX or any(
+            not label or len(label) > _HOST_LABEL_MAX for label in labels
+        ):
+            self.add(field, "invalid_host", f"{field} host is not a valid domain name")
+            return None
+        if labels[-1].isdigit():
+            # All-numeric final labels are IPv4 look-alikes ("1.2.3", "010.0.0.1"): refuse them.
+            self.add(field, "invalid_host", f"{field} host is not a valid domain name")
+            return None
+        return ascii_host.lower()
+
+    # -- contact details ---------------------------------------------------------------------
+
+    def email(self, field: str, value: object) -> str | None:
+        """An email address, syntax-checked without DNS, normalized (R3).
+
+        Internationalized local parts and IDN domains are accepted; the domain is kept in
+        Unicode, lower-cased, as ``email-validator`` normalizes it.
+
+        >>> Problems().email("admin_email", "Pelé@Exämple.COM")
+        'Pelé@exämple.com'
+        """
+        if value is None or (isinstance(value, str) and not value.strip()):
+            self.add(field, "required", f"{field} is required")
+            return None
+        if not isinstance(value, str):
+            self.add(field, "not_text", f"{field} must be text")
+            return None
+        try:
+            result = email_validator.validate_email(
+                value.strip(), check_deliverability=False, allow_smtputf8=True
+            )
+        except email_validator.EmailNotValidError as exc:
+            self.add(field, "invalid_email", f"{field} is not a valid email address: {exc}")
+            return None
+        return str(result.normalized)
+
+    def phone(self, field: str, value: object) -> str | None:
+        """An optional international phone number, normalized to E.164 (R5).
+
+        >>> Problems().phone("admin_phone", "+40 21 312 0000")
+        '+40213120000'
+        """
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if not isinstance(value, str):
+            self.add(field, "not_text", f"{field} must be text")
+            return None
+        if len(value) > MAX_PHONE_LENGTH:
+            self.add(field, "too_long", f"{field} must be at most {MAX_PHONE_LENGTH} characters")
+            return None
+        try:
+            number = phonenumbers.parse(value, None)
+        except phonenumbers.NumberParseException:
+            number = None
+        if number is None or not phonenumbers.is_valid_number(number):
+            self.add(
+                field,
+                "invalid_phone",
+                f"{field} must be a valid international number, such as +40 21 312 0000",
+            )
+            return None
+        return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+    # -- lists ------------------------------------------------------------------------------
+
+    def paging(self, page: object, per_page: object) -> tuple[int, int]:
+        """A page number (from 1) and a page size (1 to `MAX_PER_PAGE`)."""
+        good_page, good_size = 1, 10
+        if isinstance(page, bool) or not isinstance(page, int) or page < 1:
+            self.add("page", "invalid", "page must be a whole number from 1")
+        else:
+            good_page = page
+        if (
+            isinstance(per_page, bool)
+            or not isinstance(per_page, int)
+            or not 1 <= per_page <= MAX_PER_PAGE
+        ):
+            self.add(
+                "per_page", "invalid", f"per_page must be a whole number from 1 to {MAX_PER_PAGE}"
+            )
+        else:
+            good_size = per_page
+        return good_page, good_size
+
+    def search(self, value: object) -> str | None:
+        """Search text, folded for case-insensitive matching; empty means "everything"."""
+        text = self.text("search", value, max_length=MAX_SEARCH_LENGTH, required=False)
+        return search_text(text) if text else None
+
+
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+# RFC 3986 reserved and unreserved characters stay as they are; "%" too, so existing
+# percent-escapes are not encoded twice. Everything else (non-ASCII) is percent-encoded.
+_URL_SAFE: Final = "!#$%&'()*+,-./:;=?@[]_~"
+
+
+def _quote(part: str) -> str:
+    return urllib.parse.quote(part, safe=_URL_SAFE)
+
+
+def search_text(*parts: str | None) -> str:
+    r"""The text that searches match against: NFKC case-folded, parts joined by a newline.
+
+    Every backend stores or computes this same string, so search agrees across backends.
+
+    >>> search_text("MyApp", "Straße")
+    'myapp\nstrasse'
+    """
+    return "\n".join(unicodedata.normalize("NFKC", p).casefold() for p in parts if p)
+
+
+def display_url(url: str) -> str:
+    """The Unicode spelling of a canonical URL, for showing to people (R2).
+
+    >>> display_url("http://xn--bcher-kva.example/Shop")
+    'http://bücher.example/Shop'
+    """
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        shown = idna.decode(host) if "xn--" in host else host
+    except idna.IDNAError:
+        shown = host
+    netloc = parts.netloc.replace(host, shown, 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))

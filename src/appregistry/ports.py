@@ -1,0 +1,237 @@
+"""The storage ports: what the Registry needs from a backend (S1).
+
+A backend is a `Storage`. The Registry opens one `Storage.transaction` per operation and works
+through its four narrow repositories; the token check, the hot path, is a single call,
+`Storage.token_context`, that a SQL backend answers with one query (S3).
+
+Rules every backend follows (the contract suite in `appregistry.testing.contract` checks them):
+
+- A transaction commits when its block exits normally and rolls back entirely when it raises
+  (S2). Write transactions are serialized with respect to the rows they read, so a disable
+  and an issue racing never leave a usable token of a disabled app.
+- Repositories store what they are given; they make no policy decisions and validate nothing:
+  the Registry has done that. Missing ids on ``remove`` are a no-op; ``get`` returns ``None``.
+- Nothing here ever receives a plaintext secret or token: only digests and ciphertext.
+- Driver errors are raised as `appregistry.errors.StorageError` with the driver error chained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Protocol
+
+import attrs
+
+from ._records import (
+    AccessToken,
+    App,
+    AppListing,
+    AppsPermission,
+    Installation,
+    InstallationListing,
+    Page,
+    StoredSecret,
+    TokenContext,
+)
+
+__all__ = [
+    "AppRepository",
+    "InstallationRepository",
+    "ListQuery",
+    "PermissionRepository",
+    "Storage",
+    "TokenRepository",
+    "UnitOfWork",
+]
+
+
+@attrs.frozen
+class ListQuery:
+    """One page of a list, already validated.
+
+    ``search`` is folded with `appregistry.search_text` (or ``None`` for everything); an entry
+    matches when it occurs as a substring of the entry's folded search text.
+
+    >>> ListQuery(page=3, per_page=25).offset
+    50
+    """
+
+    page: int = 1
+    per_page: int = 10
+    search: str | None = None
+
+    @property
+    def offset(self) -> int:
+        """How many matching entries come before this page."""
+        return (self.page - 1) * self.per_page
+
+
+class AppRepository(Protocol):
+    """Apps and their stored secrets.
+
+    List order is ``name`` case-folded, then ``key``; search matches the folded
+    ``name`` and ``description`` (see `appregistry.search_text`).
+    """
+
+    def get(self, key: str) -> App | None:
+        """The app with ``key``, or ``None``."""
+        ...
+
+    def get_secret(self, key: str) -> StoredSecret | None:
+        """What is stored of the app's secret, or ``None`` if there is no such app."""
+        ...
+
+    def add(self, app: App, secret: StoredSecret) -> None:
+        """Store a new app. Its key is not in use (the Registry checked, in this transaction)."""
+        ...
+
+    def update(self, app: App) -> None:
+        """Replace the stored app that has ``app.key``; a missing key is a no-op."""
+        ...
+
+    def set_secret(self, key: str, secret: StoredSecret) -> None:
+        """Replace what is stored of the app's secret; a missing key is a no-op."""
+        ...
+
+    def remove(self, key: str) -> None:
+        """Remove the app and its secret; a missing key is a no-op."""
+        ...
+
+    def count_owned(self, owner: str) -> int:
+        """How many apps ``owner`` has registered."""
+        ...
+
+    def list(self, query: ListQuery, *, owner: str | None = None) -> Page[AppListing]:
+        """A page of apps (all, or ``owner``'s), each with its Instances count."""
+        ...
+
+
+class PermissionRepository(Protocol):
+    """The accounts the provider permits to use apps (R14)."""
+
+    def get(self, account: str) -> AppsPermission | None:
+        """The account's permission, or ``None`` when it has none."""
+        ...
+
+    def put(self, permission: AppsPermission) -> None:
+        """Store the permission, replacing any earlier one of the account."""
+        ...
+
+    def remove(self, account: str) -> None:
+        """Withdraw the account's permission; a missing one is a no-op."""
+        ...
+
+
+class InstallationRepository(Protocol):
+    """Apps installed on accounts (R15).
+
+    List order is the app's ``name`` case-folded, then its key; search matches the app's
+    folded name and description.
+    """
+
+    def get(self, app_key: str, account: str) -> Installation | None:
+        """The installation of ``app_key`` on ``account``, or ``None``."""
+        ...
+
+    def put(self, installation: Installation) -> None:
+        """Store the installation, replacing any earlier one of the same app and account."""
+        ...
+
+    def remove(self, app_key: str, account: str) -> None:
+        """Remove one installation; a missing one is a no-op."""
+        ...
+
+    def remove_all_of_app(self, app_key: str) -> int:
+        """Remove every installation of the app; return how many there were."""
+        ...
+
+    def list(self, account: str, query: ListQuery, *, now: datetime) -> Page[InstallationListing]:
+        """A page of the account's installations with app and live Access Tokens count."""
+        ...
+
+
+class TokenRepository(Protocol):
+    """Access tokens, stored by digest (R17).
+
+    List order is ``expires_at``, then ``token_id``; search matches the folded user agent.
+    """
+
+    def add(self, token: AccessToken, digest: bytes) -> None:
+        """Store a new token under ``digest``."""
+        ...
+
+    def get(self, token_id: str) -> AccessToken | None:
+        """The token with this public id, or ``None``."""
+        ...
+
+    def remove(self, token_ids: Collection[str]) -> int:
+        """Remove the tokens with these ids; unknown ids are skipped. Return how many went."""
+        ...
+
+    def remove_for(self, app_key: str, account: str) -> int:
+        """Remove every token of the app on the account; return how many went."""
+        ...
+
+    def remove_all_of_app(self, app_key: str) -> int:
+        """Remove every token of the app; return how many went."""
+        ...
+
+    def count_live(self, app_key: str, account: str, *, now: datetime) -> int:
+        """How many unexpired tokens the app has on the account (R21)."""
+        ...
+
+    def list(
+        self, app_key: str, account: str, query: ListQuery, *, now: datetime
+    ) -> Page[AccessToken]:
+        """A page of the unexpired tokens of the app on the account."""
+        ...
+
+    def purge_expired(self, *, now: datetime, limit: int) -> int:
+        """Remove at most ``limit`` tokens expired at ``now``; return how many went (R22)."""
+        ...
+
+
+class UnitOfWork(Protocol):
+    """The repositories of one transaction."""
+
+    @property
+    def apps(self) -> AppRepository:
+        """Apps and their secrets."""
+        ...
+
+    @property
+    def permissions(self) -> PermissionRepository:
+        """Accounts' apps permissions."""
+        ...
+
+    @property
+    def installations(self) -> InstallationRepository:
+        """Installations."""
+        ...
+
+    @property
+    def tokens(self) -> TokenRepository:
+        """Access tokens."""
+        ...
+
+
+class Storage(Protocol):
+    """A storage backend."""
+
+    def transaction(self) -> AbstractContextManager[UnitOfWork]:
+        """A transaction: commit when the block exits normally, roll back when it raises."""
+        ...
+
+    def token_context(self, digest: bytes) -> TokenContext | None:
+        """The token stored under ``digest`` with its app, installation and permission.
+
+        ``None`` if there is no such token. One storage round trip (S3), outside any
+        transaction; it sees only committed data.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release connections and files. Using the storage afterwards is an error."""
+        ...

@@ -1,0 +1,1 @@
+"""Storage backends. `memory` ships with the core; SQL backends are imported on demand."""

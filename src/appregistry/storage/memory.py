@@ -1,0 +1,377 @@
+"""The in-memory backend: for tests, demos and hosts that keep nothing across restarts.
+
+It honours the same contract as the SQL backends: one lock serializes transactions and token
+checks (so nobody sees another transaction half done), and every change is journaled so a
+transaction that raises is undone completely.
+
+>>> storage = MemoryStorage()
+>>> with storage.transaction() as tx:
+...     tx.permissions.get("acme") is None
+True
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection, Iterator, MutableMapping
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, Final, TypeVar
+
+from .._records import (
+    AccessToken,
+    App,
+    AppListing,
+    AppsPermission,
+    Installation,
+    InstallationListing,
+    Page,
+    StoredSecret,
+    TokenContext,
+)
+from .._validation import search_text
+from ..errors import StorageError
+from ..ports import ListQuery
+
+__all__ = ["MemoryStorage"]
+
+K = TypeVar("K")
+V = TypeVar("V")
+T = TypeVar("T")
+
+_MISSING: Final[Any] = object()
+
+Pair = tuple[str, str]
+
+
+class _Journal:
+    """Records the old value of every key a transaction touches, to undo them on rollback."""
+
+    def __init__(self) -> None:
+        self._entries: list[tuple[MutableMapping[Any, Any], object, object]] = []
+
+    def set(self, mapping: MutableMapping[K, V], key: K, value: V) -> None:
+        self._entries.append((mapping, key, mapping.get(key, _MISSING)))
+        mapping[key] = value
+
+    def delete(self, mapping: MutableMapping[K, V], key: K) -> V | None:
+        old = mapping.get(key, _MISSING)
+        if old is _MISSING:
+            return None
+        self._entries.append((mapping, key, old))
+        del mapping[key]
+        return old  # type: ignore[no-any-return]
+
+    def rollback(self) -> None:
+        for mapping, key, old in reversed(self._entries):
+            if old is _MISSING:
+                mapping.pop(key, None)
+            else:
+                mapping[key] = old
+        self._entries.clear()
+
+    def commit(self) -> None:
+        self._entries.clear()
+
+
+class _Data:
+    """All the state, with the indexes the queries need."""
+
+    def __init__(self) -> None:
+        self.apps: dict[str, App] = {}
+        self.secrets: dict[str, StoredSecret] = {}
+        self.owned: dict[str, dict[str, None]] = {}  # owner -> app keys
+        self.permissions: dict[str, AppsPermission] = {}
+        self.installations: dict[Pair, Installation] = {}
+        self.installed: dict[str, dict[str, None]] = {}  # app key -> accounts
+        self.tokens: dict[str, AccessToken] = {}  # token id -> token
+        self.digests: dict[str, bytes] = {}  # token id -> digest
+        self.by_digest: dict[bytes, AccessToken] = {}
+        self.by_pair: dict[Pair, dict[str, None]] = {}  # (app, account) -> token ids
+
+
+def _page(items: list[T], total: int, query: ListQuery) -> Page[T]:
+    return Page(
+        items=tuple(items[query.offset : query.offset + query.per_page]),
+        total=total,
+        page=query.page,
+        per_page=query.per_page,
+    )
+
+
+def _matches(query: ListQuery, *texts: str | None) -> bool:
+    return query.search is None or query.search in search_text(*texts)
+
+
+def _app_order(app: App) -> tuple[str, str]:
+    return (app.name.casefold(), app.key)
+
+
+class _Unit:
+    """One transaction's view: every write goes through the journal."""
+
+    def __init__(self, data: _Data, journal: _Journal) -> None:
+        self._data = data
+        self._journal = journal
+        self.apps = _Apps(self)
+        self.permissions = _Permissions(self)
+        self.installations = _Installations(self)
+        self.tokens = _Tokens(self)
+
+    def add_to_index(self, index: dict[K, dict[str, None]], key: K, member: str) -> None:
+        members = index.get(key)
+        if members is None:
+            members = {}
+            self._journal.set(index, key, members)
+        self._journal.set(members, member, None)
+
+    def drop_from_index(self, index: dict[K, dict[str, None]], key: K, member: str) -> None:
+        members = index.get(key)
+        if members is not None:
+            self._journal.delete(members, member)
+            if not members:
+                self._journal.delete(index, key)
+
+    def drop_token(self, token_id: str) -> bool:
+        data, journal = self._data, self._journal
+        token = journal.delete(data.tokens, token_id)
+        if token is None:
+            return False
+        digest = journal.delete(data.digests, token_id)
+        if digest is not None:
+            journal.delete(data.by_digest, digest)
+        self.drop_from_index(data.by_pair, (token.app_key, token.account), token_id)
+        return True
+
+
+class _Apps:
+    def __init__(self, unit: _Unit) -> None:
+        self._unit = unit
+        self._data = unit._data
+        self._journal = unit._journal
+
+    def get(self, key: str) -> App | None:
+        return self._data.apps.get(key)
+
+    def get_secret(self, key: str) -> StoredSecret | None:
+        return self._data.secrets.get(key)
+
+    def add(self, app: App, secret: StoredSecret) -> None:
+        if app.key in self._data.apps:
+            raise StorageError(f"an app with key {app.key!r} already exists")
+        self._journal.set(self._data.apps, app.key, app)
+        self._journal.set(self._data.secrets, app.key, secret)
+        self._unit.add_to_index(self._data.owned, app.owner, app.key)
+
+    def update(self, app: App) -> None:
+        old = self._data.apps.get(app.key)
+        if old is None:
+            return
+        self._journal.set(self._data.apps, app.key, app)
+        if old.owner != app.owner:
+            self._unit.drop_from_index(self._data.owned, old.owner, app.key)
+            self._unit.add_to_index(self._data.owned, app.owner, app.key)
+
+    def set_secret(self, key: str, secret: StoredSecret) -> None:
+        if key in self._data.apps:
+            self._journal.set(self._data.secrets, key, secret)
+
+    def remove(self, key: str) -> None:
+        app = self._journal.delete(self._data.apps, key)
+        if app is not None:
+            self._journal.delete(self._data.secrets, key)
+            self._unit.drop_from_index(self._data.owned, app.owner, key)
+
+    def count_owned(self, owner: str) -> int:
+        return len(self._data.owned.get(owner, ()))
+
+    def list(self, query: ListQuery, *, owner: str | None = None) -> Page[AppListing]:
+        data = self._data
+        if owner is None:
+            candidates: Collection[str] = data.apps.keys()
+        else:
+            candidates = data.owned.get(owner, {}).keys()
+        found = sorted(
+            (
+                data.apps[key]
+                for key in candidates
+                if _matches(query, data.apps[key].name, data.apps[key].description)
+            ),
+            key=_app_order,
+        )
+        page = found[query.offset : query.offset + query.per_page]
+        items = [AppListing(app, len(data.installed.get(app.key, ()))) for app in page]
+        return Page(tuple(items), len(found), query.page, query.per_page)
+
+
+class _Permissions:
+    def __init__(self, unit: _Unit) -> None:
+        self._data = unit._data
+        self._journal = unit._journal
+
+    def get(self, account: str) -> AppsPermission | None:
+        return self._data.permissions.get(account)
+
+    def put(self, permission: AppsPermission) -> None:
+        self._journal.set(self._data.permissions, permission.account, permission)
+
+    def remove(self, account: str) -> None:
+        self._journal.delete(self._data.permissions, account)
+
+
+class _Installations:
+    def __init__(self, unit: _Unit) -> None:
+        self._unit = unit
+        self._data = unit._data
+        self._journal = unit._journal
+
+    def get(self, app_key: str, account: str) -> Installation | None:
+        return self._data.installations.get((app_key, account))
+
+    def put(self, installation: Installation) -> None:
+        pair = (installation.app_key, installation.account)
+        self._journal.set(self._data.installations, pair, installation)
+        self._unit.add_to_index(self._data.installed, installation.app_key, installation.account)
+
+    def remove(self, app_key: str, account: str) -> None:
+        if self._journal.delete(self._data.installations, (app_key, account)) is not None:
+            self._unit.drop_from_index(self._data.installed, app_key, account)
+
+    def remove_all_of_app(self, app_key: str) -> int:
+        accounts = list(self._data.installed.get(app_key, ()))
+        for account in accounts:
+            self.remove(app_key, account)
+        return len(accounts)
+
+    def list(self, account: str, query: ListQuery, *, now: datetime) -> Page[InstallationListing]:
+        data = self._data
+        rows = []
+        for (app_key, owner), installation in data.installations.items():
+            app = data.apps.get(app_key)
+            if owner == account and app is not None and _matches(query, app.name, app.description):
+                rows.append((installation, app))
+        rows.sort(key=lambda row: _app_order(row[1]))
+        page = rows[query.offset : query.offset + query.per_page]
+        items = [
+            InstallationListing(inst, app, self._unit.tokens.count_live(app.key, account, now=now))
+            for inst, app in page
+        ]
+        return Page(tuple(items), len(rows), query.page, query.per_page)
+
+
+class _Tokens:
+    def __init__(self, unit: _Unit) -> None:
+        self._unit = unit
+        self._data = unit._data
+        self._journal = unit._journal
+
+    def add(self, token: AccessToken, digest: bytes) -> None:
+        data = self._data
+        if token.token_id in data.tokens or digest in data.by_digest:
+            raise StorageError(f"an access token with id {token.token_id!r} already exists")
+        self._journal.set(data.tokens, token.token_id, token)
+        self._journal.set(data.digests, token.token_id, digest)
+        self._journal.set(data.by_digest, digest, token)
+        self._unit.add_to_index(data.by_pair, (token.app_key, token.account), token.token_id)
+
+    def get(self, token_id: str) -> AccessToken | None:
+        return self._data.tokens.get(token_id)
+
+    def remove(self, token_ids: Collection[str]) -> int:
+        return sum(self._unit.drop_token(token_id) for token_id in set(token_ids))
+
+    def remove_for(self, app_key: str, account: str) -> int:
+        return self.remove(list(self._data.by_pair.get((app_key, account), ())))
+
+    def remove_all_of_app(self, app_key: str) -> int:
+        ids = [tid for tid, token in self._data.tokens.items() if token.app_key == app_key]
+        return self.remove(ids)
+
+    def _live(self, app_key: str, account: str, now: datetime) -> Iterator[AccessToken]:
+        data = self._data
+        for token_id in data.by_pair.get((app_key, account), ()):
+            token = data.tokens[token_id]
+            if not token.is_expired(now):
+                yield token
+
+    def count_live(self, app_key: str, account: str, *, now: datetime) -> int:
+        return sum(1 for _ in self._live(app_key, account, now))
+
+    def list(
+        self, app_key: str, account: str, query: ListQuery, *, now: datetime
+    ) -> Page[AccessToken]:
+        found = sorted(
+            (t for t in self._live(app_key, account, now) if _matches(query, t.user_agent)),
+            key=lambda t: (t.expires_at, t.token_id),
+        )
+        return _page(found, len(found), query)
+
+    def purge_expired(self, *, now: datetime, limit: int) -> int:
+        expired = []
+        for token_id, token in self._data.tokens.items():
+            if token.is_expired(now):
+                expired.append(token_id)
+                if len(expired) >= limit:
+                    break
+        return self.remove(expired)
+
+
+class MemoryStorage:
+    """Thread-safe, transactional storage in this process's memory.
+
+    Transactions do not nest: opening one inside another from the same thread raises
+    `appregistry.errors.StorageError` rather than deadlocking or sharing a journal.
+    """
+
+    def __init__(self) -> None:
+        self._data = _Data()
+        self._lock = threading.Lock()
+        self._holder: int | None = None  # thread id inside a transaction, to refuse nesting
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"MemoryStorage(apps={len(self._data.apps)}, tokens={len(self._data.tokens)})"
+
+    @contextmanager
+    def transaction(self) -> Iterator[_Unit]:
+        """A transaction; see `appregistry.ports.Storage.transaction`."""
+        self._check_open()
+        if self._holder == threading.get_ident():
+            raise StorageError("transactions do not nest")
+        if not self._lock.acquire(timeout=60):
+            raise StorageError("timed out waiting for the memory storage lock")
+        self._holder = threading.get_ident()
+        journal = _Journal()
+        try:
+            yield _Unit(self._data, journal)
+        except BaseException:
+            journal.rollback()
+            raise
+        else:
+            journal.commit()
+        finally:
+            self._holder = None
+            self._lock.release()
+
+    def token_context(self, digest: bytes) -> TokenContext | None:
+        """See `appregistry.ports.Storage.token_context`."""
+        data = self._data
+        with self._lock:
+            token = data.by_digest.get(digest)
+            if token is None:
+                return None
+            return TokenContext(
+                token,
+                data.apps.get(token.app_key),
+                data.installations.get((token.app_key, token.account)),
+                data.permissions.get(token.account),
+            )
+
+    def close(self) -> None:
+        """Drop the data; the storage cannot be used afterwards."""
+        self._closed = True
+        self._data = _Data()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError("the memory storage is closed")
