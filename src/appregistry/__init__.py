@@ -34,6 +34,7 @@ from ._records import (
     StoredSecret,
     TokenContext,
 )
+from ._open import open_registry
 from ._registry import UNSET, Clock, Listener, Registry, TokenCheck
 from ._validation import display_url, search_text
 from .errors import (
@@ -93,5 +94,6 @@ __all__ = [
     "TokenNotFound",
     "ValidationError",
     "display_url",
+    "open_registry",
     "search_text",
 ]

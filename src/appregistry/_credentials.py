@@ -2,7 +2,7 @@
 
 - App keys and secrets are 32 characters drawn uniformly from ``[A-Za-z0-9]`` by `secrets`
   (R6): about 190 bits each.
-- Access tokens are 256 bits from `secrets`, URL-safe base64 (43 characters) (R17).
+- Access tokens are 44 characters of ``[A-Za-z0-9]`` from `secrets`: 262 bits (R17).
 - Secrets and tokens are stored only as HMAC-SHA256 digests, keyed with the host's optional
   pepper; a digest of a token cannot be turned back into the token.
 - With a host-supplied encryption key, secrets are also kept as Fernet ciphertext, so they
@@ -25,6 +25,7 @@ from .errors import AppRegistryError
 
 __all__ = [
     "CREDENTIAL_LENGTH",
+    "TOKEN_LENGTH",
     "Credentials",
     "generate_key",
     "generate_secret",
@@ -38,7 +39,9 @@ CREDENTIAL_LENGTH: Final = 32
 _GENERATED_ALPHABET: Final = string.ascii_letters + string.digits
 # RFC 3986 "unreserved": what imported credentials may contain.
 _IMPORTABLE_ALPHABET: Final = frozenset(string.ascii_letters + string.digits + "-._~")
-_TOKEN_BYTES: Final = 32
+#: Length of an access token: 44 * log2(62) = 262 bits, at least the 256 that R17 asks.
+TOKEN_LENGTH: Final = 44
+_TOKEN_ID_LENGTH: Final = 16
 
 
 def _random_string(length: int) -> str:
@@ -62,16 +65,24 @@ def generate_secret() -> str:
 
 
 def generate_token() -> str:
-    """A new access token: 256 random bits, URL-safe base64 without padding (43 characters)."""
-    return secrets.token_urlsafe(_TOKEN_BYTES)
+    """A new access token: 44 characters of ``[A-Za-z0-9]``, about 262 random bits (R17).
+
+    Letters and digits only, so a token never starts with ``-`` (mistaken for an option on a
+    command line) and survives URLs, headers and double-click selection unchanged.
+
+    >>> token = generate_token()
+    >>> len(token), token.isalnum()
+    (44, True)
+    """
+    return _random_string(TOKEN_LENGTH)
 
 
 def generate_token_id() -> str:
-    """A public token id for lists and removal: 96 random bits, 16 URL-safe characters.
+    """A public token id for lists and removal: 16 characters of ``[A-Za-z0-9]`` (95 bits).
 
     It is not a credential; it only has to be unique and hard to guess.
     """
-    return secrets.token_urlsafe(12)
+    return _random_string(_TOKEN_ID_LENGTH)
 
 
 def is_importable_credential(value: object) -> bool:

@@ -1,0 +1,343 @@
+"""The ``appregistry`` command line: every action of the seeds' pages, for terminals and scripts.
+
+Exit status: 0 done (or token allowed); 1 denied, or a name that does not exist; 2 bad input
+or a database that cannot be opened. With ``--json`` each call prints one JSON document.
+
+The database is ``--database URL``, else ``$APPREGISTRY_DATABASE``, else
+``sqlite:///appregistry.sqlite3`` in the working directory. ``$APPREGISTRY_PEPPER`` and
+``$APPREGISTRY_ENCRYPTION_KEY`` set the registry's digest pepper and secret-encryption key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from .._open import open_registry
+from .._registry import Registry
+from .._validation import MAX_PER_PAGE
+from ..errors import (
+    AppRegistryError,
+    Denied,
+    LimitExceeded,
+    NotFound,
+    SecretNotRetrievable,
+    StorageError,
+    ValidationError,
+)
+from ._commands import COMMANDS, Outcome, UsageError
+
+__all__ = ["DEFAULT_DATABASE", "build_parser", "execute", "main"]
+
+#: The database used when neither --database nor $APPREGISTRY_DATABASE is given.
+DEFAULT_DATABASE = "sqlite:///appregistry.sqlite3"
+EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
+
+_EPILOG = "Exit status: 0 done or allowed, 1 denied or not found, 2 bad input or database."
+
+
+def _per_page(value: str) -> int:
+    number = int(value)
+    if not 1 <= number <= MAX_PER_PAGE:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_PER_PAGE} (10, 25 or 100)")
+    return number
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return number
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples in descriptions as written."""
+
+
+def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declarative table
+    """The argument parser of ``appregistry``, with help and an example on every level."""
+    # Global options are accepted before or after the subcommand; SUPPRESS keeps a leaf's
+    # absent option from overwriting one given before the subcommand.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--database",
+        metavar="URL",
+        default=argparse.SUPPRESS,
+        help="sqlite:///PATH, postgresql://USER@HOST/DB or memory: "
+        f"(default: $APPREGISTRY_DATABASE or {DEFAULT_DATABASE})",
+    )
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document"
+    )
+    root = argparse.ArgumentParser(
+        prog="appregistry",
+        description="Manage third-party apps, their installations and access tokens.\n\n"
+        "example:\n  appregistry demo\n  appregistry --database sqlite:///apps.db apps list",
+        epilog=_EPILOG,
+        formatter_class=_Formatter,
+        parents=[common],
+    )
+    groups = root.add_subparsers(dest="group", metavar="COMMAND", required=True)
+
+    def group(name: str, summary: str) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+        parser = groups.add_parser(name, help=summary, description=summary)
+        return parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    def leaf(
+        parent: argparse._SubParsersAction[argparse.ArgumentParser],
+        name: str,
+        summary: str,
+        example: str,
+    ) -> argparse.ArgumentParser:
+        return parent.add_parser(
+            name,
+            help=summary,
+            description=f"{summary}\n\nexample:\n  {example}",
+            epilog=_EPILOG,
+            formatter_class=_Formatter,
+            parents=[common],
+        )
+
+    def paging(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--search", metavar="TEXT", help="case-insensitive text to match")
+        parser.add_argument("--page", type=_positive, default=1, metavar="N")
+        parser.add_argument(
+            "--per-page", type=_per_page, default=10, metavar="N", help="10, 25 or 100 (max 1000)"
+        )
+
+    # apps ---------------------------------------------------------------------------------
+    apps = group("apps", "register, list, edit, enable, disable and remove apps")
+    p = leaf(
+        apps,
+        "register",
+        "Register an app; its key and secret are printed once.",
+        "appregistry apps register --owner acme --name MyApp --homepage http://bücher.example/ "
+        "--admin-email admin@exämple.com --redirect-url https://example.com/MyApp/handler",
+    )
+    p.add_argument("--owner", required=True, metavar="ACCOUNT")
+    p.add_argument("--name", required=True)
+    p.add_argument("--homepage", required=True, metavar="URL")
+    p.add_argument("--admin-email", required=True, metavar="EMAIL")
+    p.add_argument("--redirect-url", required=True, metavar="URL", help="https only")
+    p.add_argument("--description", metavar="TEXT")
+    p.add_argument("--image-url", metavar="URL")
+    p.add_argument("--admin-phone", metavar="PHONE", help="international, e.g. +40 21 312 0000")
+    p.add_argument("--trusted", action="store_true", help="may get tokens by key and secret")
+    p.add_argument("--import-key", metavar="KEY", help="keep an existing 32-character key")
+    p.add_argument(
+        "--import-secret", metavar="SECRET", help="keep an existing secret ('-' reads stdin)"
+    )
+
+    p = leaf(apps, "list", "List registered apps with their Instances.", "appregistry apps list")
+    p.add_argument("--owner", metavar="ACCOUNT", help="only this owner's apps")
+    paging(p)
+
+    p = leaf(apps, "show", "Show every field of an app.", "appregistry apps show KEY")
+    p.add_argument("key", metavar="KEY")
+
+    p = leaf(
+        apps,
+        "edit",
+        "Change an app's fields; those not given stay. An empty value clears an optional one.",
+        "appregistry apps edit KEY --name 'My App' --untrusted",
+    )
+    p.add_argument("key", metavar="KEY")
+    for flag in ("name", "description", "homepage", "image-url", "admin-email", "admin-phone"):
+        p.add_argument(f"--{flag}")
+    p.add_argument("--redirect-url")
+    trust = p.add_mutually_exclusive_group()
+    trust.add_argument("--trusted", dest="trusted", action="store_true", default=None)
+    trust.add_argument("--untrusted", dest="trusted", action="store_false")
+
+    for name, summary in (
+        ("enable", "Enable an app: unexpired tokens work again."),
+        ("disable", "Disable an app: no new tokens, old ones do not act."),
+        ("remove", "Remove an app, its installations and tokens."),
+        ("regenerate-secret", "New secret; the old one and all the app's tokens stop working."),
+    ):
+        p = leaf(apps, name, summary, f"appregistry apps {name} KEY")
+        p.add_argument("key", metavar="KEY")
+
+    # accounts -----------------------------------------------------------------------------
+    accounts = group("accounts", "the provider's permission for an account to use apps")
+    p = leaf(
+        accounts,
+        "permit",
+        "Let an account use apps.",
+        "appregistry accounts permit org-1 --by sp-admin",
+    )
+    p.add_argument("account", metavar="ACCOUNT")
+    p.add_argument("--by", required=True, metavar="USER", help="who grants it")
+    p = leaf(
+        accounts,
+        "forbid",
+        "Stop an account using apps (its tokens stop acting).",
+        "appregistry accounts forbid org-1",
+    )
+    p.add_argument("account", metavar="ACCOUNT")
+
+    # installs -----------------------------------------------------------------------------
+    installs = group("installs", "apps installed (authorized) on accounts")
+    p = leaf(
+        installs,
+        "add",
+        "Install an app on an account.",
+        "appregistry installs add KEY org-1 --by alice",
+    )
+    p.add_argument("key", metavar="KEY")
+    p.add_argument("account", metavar="ACCOUNT")
+    p.add_argument("--by", required=True, metavar="USER", help="the user authorizing it")
+    p = leaf(
+        installs,
+        "list",
+        "List the apps installed on an account with their Access Tokens.",
+        "appregistry installs list org-1",
+    )
+    p.add_argument("account", metavar="ACCOUNT")
+    paging(p)
+    for name, summary in (
+        ("suspend", "Suspend an app on one account."),
+        ("resume", "Resume a suspended app on one account."),
+        ("remove", "Uninstall an app from an account; its tokens there are removed."),
+    ):
+        p = leaf(installs, name, summary, f"appregistry installs {name} KEY org-1")
+        p.add_argument("key", metavar="KEY")
+        p.add_argument("account", metavar="ACCOUNT")
+
+    # tokens -------------------------------------------------------------------------------
+    tokens = group("tokens", "issue, check, list and remove access tokens")
+    p = leaf(
+        tokens,
+        "issue",
+        "Issue an access token: trusted apps by key and secret, or for an account that "
+        "installed the app.",
+        "appregistry tokens issue --key KEY --secret - --account org-1 --user-agent curl/8",
+    )
+    p.add_argument("--key", required=True)
+    p.add_argument("--secret", required=True, help="the app secret ('-' reads stdin)")
+    p.add_argument("--account", metavar="ACCOUNT", help="act for this account")
+    p.add_argument("--user-agent", metavar="UA")
+    p = leaf(
+        tokens,
+        "list",
+        "List an app's live tokens on an account.",
+        "appregistry tokens list KEY org-1 --search perl",
+    )
+    p.add_argument("key", metavar="KEY")
+    p.add_argument("account", metavar="ACCOUNT")
+    paging(p)
+    p = leaf(
+        tokens,
+        "remove",
+        "Remove tokens by id, or every token of an app on an account with --all.",
+        "appregistry tokens remove TOKEN_ID ...  |  appregistry tokens remove --all KEY org-1",
+    )
+    p.add_argument("ids", nargs="*", metavar="TOKEN_ID")
+    p.add_argument("--all", action="store_true", help="arguments are KEY ACCOUNT")
+    p = leaf(
+        tokens,
+        "check",
+        "May this token act now? Exit 0 if allowed, 1 if not; prints the reason.",
+        "appregistry tokens check - < token.txt",
+    )
+    p.add_argument("token", metavar="TOKEN", help="the access token ('-' reads stdin)")
+    p = leaf(tokens, "purge", "Delete expired tokens.", "appregistry tokens purge")
+    p.add_argument("--batch-size", type=_positive, default=1000, metavar="N")
+
+    # demo ---------------------------------------------------------------------------------
+    leaf(
+        groups,
+        "demo",
+        "Walk through the seeds' story on a fresh SQLite file in a temporary folder.",
+        "appregistry demo",
+    )
+    return root
+
+
+def _database(args: argparse.Namespace) -> str:
+    return getattr(args, "database", None) or os.environ.get(
+        "APPREGISTRY_DATABASE", DEFAULT_DATABASE
+    )
+
+
+def open_cli_registry(url: str) -> Registry:
+    """The registry the CLI works on, configured from the environment."""
+    pepper = os.environ.get("APPREGISTRY_PEPPER")
+    return open_registry(
+        url,
+        pepper=pepper.encode() if pepper else None,
+        secret_encryption_key=os.environ.get("APPREGISTRY_ENCRYPTION_KEY") or None,
+    )
+
+
+def execute(registry: Registry, args: argparse.Namespace) -> Outcome:
+    """Run the parsed command on ``registry``; errors become outcomes with their exit status."""
+    handler = COMMANDS[f"{args.group} {args.action}"]
+    try:
+        return handler(registry, args)
+    except ValidationError as exc:
+        lines = [f"{p.field}: {p.message} [{p.code}]" for p in exc.problems]
+        data = {
+            "error": "validation",
+            "problems": [
+                {"field": p.field, "code": p.code, "message": p.message} for p in exc.problems
+            ],
+        }
+        return Outcome("\n".join(lines), data, EXIT_USAGE)
+    except UsageError as exc:
+        return Outcome(str(exc), {"error": "usage", "message": str(exc)}, EXIT_USAGE)
+    except Denied as exc:
+        reason = str(exc.decision.reason)
+        return Outcome(
+            f"denied: {reason} ({exc})",
+            {"error": "denied", "allowed": False, "reason": reason, "message": str(exc)},
+            EXIT_DENIED,
+        )
+    except (NotFound, LimitExceeded, SecretNotRetrievable) as exc:
+        kind = "not_found" if isinstance(exc, NotFound) else type(exc).__name__
+        return Outcome(str(exc), {"error": kind, "message": str(exc)}, EXIT_DENIED)
+
+
+def _emit(outcome: Outcome, *, as_json: bool, out: TextIO, err: TextIO) -> None:
+    if as_json:
+        out.write(json.dumps(outcome.data, ensure_ascii=False, indent=2) + "\n")
+        if outcome.exit_code == EXIT_USAGE or "error" in (outcome.data or {}):
+            err.write(outcome.text + "\n")
+    elif outcome.exit_code != EXIT_OK and "error" in (outcome.data or {}):
+        err.write(outcome.text + "\n")
+    else:
+        out.write(outcome.text + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``appregistry`` with ``argv`` (default: the process arguments); return its status."""
+    args = build_parser().parse_args(argv)
+    as_json = bool(getattr(args, "json", False))
+    if args.group == "demo":
+        from ._demo import run_demo  # noqa: PLC0415 - _demo imports this module
+
+        return run_demo(sys.stdout)
+    url = _database(args)
+    try:
+        registry = open_cli_registry(url)
+    except AppRegistryError as exc:
+        return _fail(f"cannot open the database: {exc}", as_json=as_json)
+    try:
+        outcome = execute(registry, args)
+    except StorageError as exc:
+        return _fail(f"storage error: {exc}", as_json=as_json)
+    finally:
+        registry.close()
+    _emit(outcome, as_json=as_json, out=sys.stdout, err=sys.stderr)
+    return outcome.exit_code
+
+
+def _fail(message: str, *, as_json: bool) -> int:
+    if as_json:
+        sys.stdout.write(json.dumps({"error": "storage", "message": message}) + "\n")
+    sys.stderr.write(f"appregistry: {message}\n")
+    return EXIT_USAGE
