@@ -55,8 +55,9 @@ _HOST_MAX: Final = 253
 
 def _has_control(value: str) -> bool:
     # Cc (controls), Cf (format: bidi overrides, zero-width joiners), Zl/Zp (line separators):
-    # none belongs in a name, id or URL, and they are the usual tools of spoofing.
-    return any(unicodedata.category(ch) in {"Cc", "Cf", "Zl", "Zp"} for ch in value)
+    # none belongs in a name, id or URL, and they are the usual tools of spoofing. Cs (lone
+    # surrogates) are not characters at all: they cannot be encoded as UTF-8 for storage.
+    return any(unicodedata.category(ch) in {"Cc", "Cf", "Cs", "Zl", "Zp"} for ch in value)
 
 
 class Problems:
@@ -181,7 +182,7 @@ class Problems:
             return None
         try:
             parts = urllib.parse.urlsplit(value)
-            port = parts.port
+            port = _port(parts)
         except ValueError:
             self.add(field, "invalid_url", f"{field} is not a valid URL")
             return None
@@ -198,7 +199,7 @@ class Problems:
         if https_only and (parts.fragment or value.endswith("#")):
             self.add(field, "fragment", f"{field} must not contain a #fragment")
             return None
-        host = self._host(field, parts.hostname)
+        host = self._host(field, _raw_hostname(parts.netloc))
         if host is None:
             return None
         netloc = host if port is None or port == _DEFAULT_PORTS[scheme] else f"{host}:{port}"
@@ -289,10 +290,13 @@ class Problems:
             self.add(field, "too_long", f"{field} must be at most {MAX_PHONE_LENGTH} characters")
             return None
         try:
-            number = phonenumbers.parse(value, None)
+            # phonenumbers skips characters it does not know, controls included: refuse them
+            # first, so what is stored is what was typed.
+            number = None if _has_control(value) else phonenumbers.parse(value, None)
         except phonenumbers.NumberParseException:
             number = None
-        if number is None or not phonenumbers.is_valid_number(number):
+        # E.164 has no room for an extension; dropping it silently would store another number.
+        if number is None or number.extension or not phonenumbers.is_valid_number(number):
             self.add(
                 field,
                 "invalid_phone",
@@ -332,6 +336,24 @@ _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 # RFC 3986 reserved and unreserved characters stay as they are; "%" too, so existing
 # percent-escapes are not encoded twice. Everything else (non-ASCII) is percent-encoded.
 _URL_SAFE: Final = "!#$%&'()*+,-./:;=?@[]_~"
+
+
+def _raw_hostname(netloc: str) -> str:
+    # Not `SplitResult.hostname`: it lower-cases with str.lower(), whose final-sigma rule
+    # turns a word-final capital sigma into final sigma (U+03C2), where UTS 46 maps it to
+    # sigma (U+03C3): another host. IDNA does the case mapping itself.
+    host = netloc.rpartition("@")[2]
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.partition(":")[0]
+
+
+def _port(parts: urllib.parse.SplitResult) -> int | None:
+    port = parts.port  # ValueError when not a number from 0 to 65535
+    if port == 0:
+        # urlsplit accepts 0, but nothing listens there: a typo, not an address.
+        raise ValueError("port 0")
+    return port
 
 
 def _quote(part: str) -> str:
