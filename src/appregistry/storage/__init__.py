@@ -1,6 +1,11 @@
 """Storage backends, and `open_storage` to choose one by URL.
 
 - ``memory:``: `appregistry.storage.memory.MemoryStorage`, nothing kept after exit.
+- ``sqlite:///PATH``: `appregistry.storage.sqlite.SQLiteStorage`, the embedded default.
+  ``sqlite:///registry.db`` is relative to the working directory, ``sqlite:////srv/registry.db``
+  absolute (four slashes), ``sqlite:///:memory:`` a private in-memory database.
+- ``postgresql://USER@HOST:PORT/DB``: `appregistry.storage.postgres.PostgresStorage`, for
+  several app servers sharing one registry (needs ``appregistry[postgres]``).
 
 SQL backends are imported only when their URL is opened, so ``import appregistry`` never
 imports a database driver.
@@ -8,6 +13,8 @@ imports a database driver.
 >>> storage = open_storage("memory:")
 >>> type(storage).__name__
 'MemoryStorage'
+>>> open_storage("sqlite:///:memory:")
+SQLiteStorage(':memory:')
 """
 
 from __future__ import annotations
@@ -42,10 +49,27 @@ def open_storage(url: str) -> Storage:
     """
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme == "memory":
-        from .memory import MemoryStorage
+        from .memory import MemoryStorage  # noqa: PLC0415 - backends load when opened
 
         return MemoryStorage()
+    if scheme == "sqlite":
+        from .sqlite import SQLiteStorage  # noqa: PLC0415 - backends load when opened
+
+        return SQLiteStorage.from_url(url)
+    if scheme in {"postgresql", "postgres"}:
+        return _open_postgres(url)
     raise StorageUnavailable(
         f"unsupported storage URL {redact_url(url)!r}: expected memory:, sqlite:///PATH "
         "or postgresql://..."
     )
+
+
+def _open_postgres(url: str) -> Storage:
+    try:
+        from .postgres import PostgresStorage  # noqa: PLC0415 - needs the optional driver
+    except ImportError as exc:
+        raise StorageUnavailable(
+            f"cannot open {redact_url(url)!r}: PostgreSQL support needs the "
+            "'appregistry[postgres]' extra"
+        ) from exc
+    return PostgresStorage.from_url(url)

@@ -1,0 +1,825 @@
+"""The SQLite backend: the embedded default, stdlib `sqlite3` only.
+
+One file holds the registry. Many threads may share one `SQLiteStorage`; several processes may
+open the same file.
+
+- **Transactions** (S2): every `SQLiteStorage.transaction` starts with ``BEGIN IMMEDIATE``, so
+  transactions take the database's write lock up front and run one after another: a disable
+  and an issue racing can never both see the app enabled. The lock is waited for up to
+  ``timeout`` seconds (SQLite's busy timeout).
+- **Token checks** (S3): `SQLiteStorage.token_context` is one ``SELECT`` joining the token to
+  its app, installation and permission, outside any transaction. The file is in WAL mode, so
+  checks read the last committed state without waiting for writers.
+- **Connections**: a small pool (``pool_size``) of connections shared by the threads; foreign
+  keys are on in every connection.
+- **Schema** (S4): versioned with ``PRAGMA user_version`` and marked as an appregistry
+  database with ``PRAGMA application_id``. Forward migrations are applied **when the storage
+  is opened**, in one transaction. A file that is not an appregistry database (another
+  SQLite database, or not SQLite at all) is refused with `appregistry.errors.SchemaError` and
+  is not written to; so is a database whose schema is newer than this code.
+- **Values**: datetimes are stored as whole microseconds since the Unix epoch (UTC), so they
+  round-trip exactly and compare in SQL; they come back as aware UTC datetimes. Names are
+  stored beside their case-folded form and their `appregistry.search_text`, so order and
+  search agree with the other backends for any Unicode text.
+- **Secrets** (S6): only digests and ciphertext are stored. Tokens are stored by digest.
+- **Integrity**: installations and tokens reference their app; removing an app removes them
+  too (``ON DELETE CASCADE``), so a token can never outlive its app.
+
+``:memory:`` opens a private in-memory database, for tests and demos. It has one connection,
+so its operations run one at a time.
+
+>>> storage = SQLiteStorage(":memory:")
+>>> with storage.transaction() as tx:
+...     tx.apps.count_owned("acme")
+0
+>>> storage.close()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import sqlite3
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Literal, NoReturn
+
+from .._records import (
+    AccessToken,
+    App,
+    AppListing,
+    AppsPermission,
+    Grant,
+    Installation,
+    InstallationListing,
+    Page,
+    StoredSecret,
+    TokenContext,
+)
+from .._validation import search_text
+from ..errors import SchemaError, StorageError, StorageUnavailable
+from ..ports import ListQuery
+
+__all__ = ["SCHEMA_VERSION", "SQLiteStorage"]
+
+#: Marks a file as an appregistry database (``PRAGMA application_id``): "APRG" in ASCII.
+APPLICATION_ID: Final = 0x41505247
+
+# _MIGRATIONS[n] takes a database from schema version n to n + 1. Append, never edit: a
+# released migration may already have run on someone's file.
+_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    (
+        """
+        CREATE TABLE apps (
+            app_key TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            name TEXT NOT NULL,
+            name_folded TEXT NOT NULL,
+            search_text TEXT NOT NULL,
+            homepage TEXT NOT NULL,
+            admin_email TEXT NOT NULL,
+            redirect_url TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            description TEXT,
+            image_url TEXT,
+            admin_phone TEXT,
+            trusted INTEGER NOT NULL CHECK (trusted IN (0, 1)),
+            enabled INTEGER NOT NULL CHECK (enabled IN (0, 1)),
+            secret_digest BLOB NOT NULL,
+            secret_ciphertext BLOB
+        )
+        """,
+        "CREATE INDEX apps_by_name ON apps (name_folded, app_key)",
+        "CREATE INDEX apps_by_owner ON apps (owner, name_folded, app_key)",
+        """
+        CREATE TABLE permissions (
+            account TEXT PRIMARY KEY,
+            granted_by TEXT NOT NULL,
+            granted_at INTEGER NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE installations (
+            app_key TEXT NOT NULL REFERENCES apps (app_key) ON DELETE CASCADE,
+            account TEXT NOT NULL,
+            installed_by TEXT NOT NULL,
+            installed_at INTEGER NOT NULL,
+            suspended INTEGER NOT NULL CHECK (suspended IN (0, 1)),
+            PRIMARY KEY (app_key, account)
+        )
+        """,
+        "CREATE INDEX installations_by_account ON installations (account, app_key)",
+        """
+        CREATE TABLE tokens (
+            token_id TEXT PRIMARY KEY,
+            digest BLOB NOT NULL UNIQUE,
+            app_key TEXT NOT NULL REFERENCES apps (app_key) ON DELETE CASCADE,
+            account TEXT NOT NULL,
+            grant_type TEXT NOT NULL,
+            issued_at INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL,
+            user_agent TEXT,
+            search_text TEXT NOT NULL
+        )
+        """,
+        # Counts, lists (ordered by expiry) and removals of one app on one account.
+        "CREATE INDEX tokens_by_pair ON tokens (app_key, account, expires_at, token_id)",
+        "CREATE INDEX tokens_by_expiry ON tokens (expires_at)",
+    ),
+)
+
+#: The schema version this code creates and understands.
+SCHEMA_VERSION: Final = len(_MIGRATIONS)
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND: Final = timedelta(microseconds=1)
+# SQLite's default limit on bound parameters is 999 in older builds; stay well below it.
+_CHUNK: Final = 500
+_SYNCHRONOUS: Final = ("FULL", "NORMAL", "EXTRA")
+# Primary result codes that mean "the database cannot be reached right now", not "a bug".
+_UNAVAILABLE_CODES: Final = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_PERM,
+    }
+)
+
+_APP_COLUMNS: Final = (
+    "app_key, owner, name, homepage, admin_email, redirect_url, created_at, description, "
+    "image_url, admin_phone, trusted, enabled"
+)
+_APP_WIDTH: Final = 12
+_TOKEN_COLUMNS: Final = "token_id, app_key, account, grant_type, issued_at, expires_at, user_agent"
+
+
+def _prefixed(columns: str, alias: str) -> str:
+    return ", ".join(f"{alias}.{column.strip()}" for column in columns.split(","))
+
+
+# One query answers a token check (S3): the token, its app, installation and permission.
+_TOKEN_CONTEXT_SQL: Final = f"""
+    SELECT {_prefixed(_TOKEN_COLUMNS, "t")}, {_prefixed(_APP_COLUMNS, "a")},
+           i.installed_by, i.installed_at, i.suspended, p.granted_by, p.granted_at
+    FROM tokens AS t
+    LEFT JOIN apps AS a ON a.app_key = t.app_key
+    LEFT JOIN installations AS i ON i.app_key = t.app_key AND i.account = t.account
+    LEFT JOIN permissions AS p ON p.account = t.account
+    WHERE t.digest = ?
+"""  # noqa: S608 - the interpolated parts are constant column lists, not input
+
+
+def _to_db(when: datetime) -> int:
+    if when.utcoffset() is None:
+        raise StorageError("datetimes must be aware (have a tzinfo) to be stored")
+    return (when - _EPOCH) // _MICROSECOND
+
+
+def _from_db(value: int) -> datetime:
+    return _EPOCH + value * _MICROSECOND
+
+
+def _app(row: Sequence[Any]) -> App:
+    return App(
+        key=row[0],
+        owner=row[1],
+        name=row[2],
+        homepage=row[3],
+        admin_email=row[4],
+        redirect_url=row[5],
+        created_at=_from_db(row[6]),
+        description=row[7],
+        image_url=row[8],
+        admin_phone=row[9],
+        trusted=bool(row[10]),
+        enabled=bool(row[11]),
+    )
+
+
+def _token(row: Sequence[Any]) -> AccessToken:
+    return AccessToken(
+        token_id=row[0],
+        app_key=row[1],
+        account=row[2],
+        grant=Grant(row[3]),
+        issued_at=_from_db(row[4]),
+        expires_at=_from_db(row[5]),
+        user_agent=row[6],
+    )
+
+
+def _app_values(app: App) -> tuple[object, ...]:
+    return (
+        app.owner,
+        app.name,
+        app.name.casefold(),
+        search_text(app.name, app.description),
+        app.homepage,
+        app.admin_email,
+        app.redirect_url,
+        _to_db(app.created_at),
+        app.description,
+        app.image_url,
+        app.admin_phone,
+        int(app.trusted),
+        int(app.enabled),
+    )
+
+
+def _search_clause(query: ListQuery, column: str, params: list[object]) -> str:
+    # instr() matches substrings code point by code point, like Python's ``in``; LIKE would
+    # treat % and _ as wildcards and fold only ASCII case.
+    if query.search is None:
+        return ""
+    params.append(query.search)
+    return f" AND instr({column}, ?) > 0"
+
+
+def _page_of(items: list[Any], total: int, query: ListQuery) -> Page[Any]:
+    return Page(tuple(items), total, query.page, query.per_page)
+
+
+class _Session:
+    """One connection inside one transaction; every statement's errors are mapped."""
+
+    def __init__(self, storage: SQLiteStorage, connection: sqlite3.Connection) -> None:
+        self._storage = storage
+        self._connection: sqlite3.Connection | None = connection
+
+    def end(self) -> None:
+        self._connection = None
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Cursor:
+        if self._connection is None:
+            raise StorageError("this transaction has ended; open a new one")
+        with self._storage._mapped_errors():
+            return self._connection.execute(sql, params)
+
+    def one(self, sql: str, params: Sequence[object] = ()) -> Any:
+        with self._storage._mapped_errors():
+            return self.execute(sql, params).fetchone()
+
+    def all(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        with self._storage._mapped_errors():
+            return self.execute(sql, params).fetchall()
+
+    def scalar(self, sql: str, params: Sequence[object] = ()) -> int:
+        row = self.one(sql, params)
+        return int(row[0])
+
+
+class _Apps:
+    def __init__(self, session: _Session) -> None:
+        self._s = session
+
+    def get(self, key: str) -> App | None:
+        row = self._s.one(f"SELECT {_APP_COLUMNS} FROM apps WHERE app_key = ?", (key,))  # noqa: S608
+        return None if row is None else _app(row)
+
+    def get_secret(self, key: str) -> StoredSecret | None:
+        row = self._s.one(
+            "SELECT secret_digest, secret_ciphertext FROM apps WHERE app_key = ?", (key,)
+        )
+        return None if row is None else StoredSecret(bytes(row[0]), row[1])
+
+    def add(self, app: App, secret: StoredSecret) -> None:
+        self._s.execute(
+            "INSERT INTO apps (owner, name, name_folded, search_text, homepage, admin_email, "
+            "redirect_url, created_at, description, image_url, admin_phone, trusted, enabled, "
+            "app_key, secret_digest, secret_ciphertext) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*_app_values(app), app.key, secret.digest, secret.ciphertext),
+        )
+
+    def update(self, app: App) -> None:
+        self._s.execute(
+            "UPDATE apps SET owner = ?, name = ?, name_folded = ?, search_text = ?, "
+            "homepage = ?, admin_email = ?, redirect_url = ?, created_at = ?, description = ?, "
+            "image_url = ?, admin_phone = ?, trusted = ?, enabled = ? WHERE app_key = ?",
+            (*_app_values(app), app.key),
+        )
+
+    def set_secret(self, key: str, secret: StoredSecret) -> None:
+        self._s.execute(
+            "UPDATE apps SET secret_digest = ?, secret_ciphertext = ? WHERE app_key = ?",
+            (secret.digest, secret.ciphertext, key),
+        )
+
+    def remove(self, key: str) -> None:
+        # Its installations and tokens go with it (ON DELETE CASCADE).
+        self._s.execute("DELETE FROM apps WHERE app_key = ?", (key,))
+
+    def count_owned(self, owner: str) -> int:
+        return self._s.scalar("SELECT count(*) FROM apps WHERE owner = ?", (owner,))
+
+    def list(self, query: ListQuery, *, owner: str | None = None) -> Page[AppListing]:
+        params: list[object] = []
+        where = "1 = 1"
+        if owner is not None:
+            where += " AND owner = ?"
+            params.append(owner)
+        where += _search_clause(query, "search_text", params)
+        total = self._s.scalar(f"SELECT count(*) FROM apps WHERE {where}", params)  # noqa: S608
+        rows = self._s.all(
+            f"SELECT {_APP_COLUMNS}, "  # noqa: S608 - constant SQL; values are bound
+            "(SELECT count(*) FROM installations AS i WHERE i.app_key = apps.app_key) "
+            f"FROM apps WHERE {where} ORDER BY name_folded, app_key LIMIT ? OFFSET ?",
+            [*params, query.per_page, query.offset],
+        )
+        items = [AppListing(_app(row), row[_APP_WIDTH]) for row in rows]
+        return _page_of(items, total, query)
+
+
+class _Permissions:
+    def __init__(self, session: _Session) -> None:
+        self._s = session
+
+    def get(self, account: str) -> AppsPermission | None:
+        row = self._s.one(
+            "SELECT granted_by, granted_at FROM permissions WHERE account = ?", (account,)
+        )
+        return None if row is None else AppsPermission(account, row[0], _from_db(row[1]))
+
+    def put(self, permission: AppsPermission) -> None:
+        self._s.execute(
+            "INSERT INTO permissions (account, granted_by, granted_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (account) DO UPDATE SET "
+            "granted_by = excluded.granted_by, granted_at = excluded.granted_at",
+            (permission.account, permission.granted_by, _to_db(permission.granted_at)),
+        )
+
+    def remove(self, account: str) -> None:
+        self._s.execute("DELETE FROM permissions WHERE account = ?", (account,))
+
+
+def _installation(row: Sequence[Any]) -> Installation:
+    return Installation(row[0], row[1], row[2], _from_db(row[3]), bool(row[4]))
+
+
+class _Installations:
+    def __init__(self, session: _Session) -> None:
+        self._s = session
+
+    def get(self, app_key: str, account: str) -> Installation | None:
+        row = self._s.one(
+            "SELECT app_key, account, installed_by, installed_at, suspended FROM installations "
+            "WHERE app_key = ? AND account = ?",
+            (app_key, account),
+        )
+        return None if row is None else _installation(row)
+
+    def put(self, installation: Installation) -> None:
+        self._s.execute(
+            "INSERT INTO installations (app_key, account, installed_by, installed_at, suspended) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (app_key, account) DO UPDATE SET "
+            "installed_by = excluded.installed_by, installed_at = excluded.installed_at, "
+            "suspended = excluded.suspended",
+            (
+                installation.app_key,
+                installation.account,
+                installation.installed_by,
+                _to_db(installation.installed_at),
+                int(installation.suspended),
+            ),
+        )
+
+    def remove(self, app_key: str, account: str) -> None:
+        self._s.execute(
+            "DELETE FROM installations WHERE app_key = ? AND account = ?", (app_key, account)
+        )
+
+    def remove_all_of_app(self, app_key: str) -> int:
+        return self._s.execute("DELETE FROM installations WHERE app_key = ?", (app_key,)).rowcount
+
+    def list(self, account: str, query: ListQuery, *, now: datetime) -> Page[InstallationListing]:
+        params: list[object] = [account]
+        where = "i.account = ?" + _search_clause(query, "a.search_text", params)
+        joined = "FROM installations AS i JOIN apps AS a ON a.app_key = i.app_key"
+        total = self._s.scalar(f"SELECT count(*) {joined} WHERE {where}", params)
+        rows = self._s.all(
+            "SELECT i.app_key, i.account, i.installed_by, i.installed_at, i.suspended, "  # noqa: S608
+            f"{_prefixed(_APP_COLUMNS, 'a')}, "
+            "(SELECT count(*) FROM tokens AS t WHERE t.app_key = i.app_key "
+            "AND t.account = i.account AND t.expires_at > ?) "
+            f"{joined} WHERE {where} ORDER BY a.name_folded, a.app_key LIMIT ? OFFSET ?",
+            [_to_db(now), *params, query.per_page, query.offset],
+        )
+        items = [
+            InstallationListing(_installation(row), _app(row[5:]), row[5 + _APP_WIDTH])
+            for row in rows
+        ]
+        return _page_of(items, total, query)
+
+
+class _Tokens:
+    def __init__(self, session: _Session) -> None:
+        self._s = session
+
+    def add(self, token: AccessToken, digest: bytes) -> None:
+        self._s.execute(
+            f"INSERT INTO tokens ({_TOKEN_COLUMNS}, digest, search_text) "  # noqa: S608
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                token.token_id,
+                token.app_key,
+                token.account,
+                str(token.grant),
+                _to_db(token.issued_at),
+                _to_db(token.expires_at),
+                token.user_agent,
+                digest,
+                search_text(token.user_agent),
+            ),
+        )
+
+    def get(self, token_id: str) -> AccessToken | None:
+        row = self._s.one(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE token_id = ?", (token_id,))  # noqa: S608
+        return None if row is None else _token(row)
+
+    def remove(self, token_ids: Collection[str]) -> int:
+        ids = list(set(token_ids))
+        removed = 0
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            cursor = self._s.execute(f"DELETE FROM tokens WHERE token_id IN ({marks})", chunk)  # noqa: S608
+            removed += cursor.rowcount
+        return removed
+
+    def remove_for(self, app_key: str, account: str) -> int:
+        return self._s.execute(
+            "DELETE FROM tokens WHERE app_key = ? AND account = ?", (app_key, account)
+        ).rowcount
+
+    def remove_all_of_app(self, app_key: str) -> int:
+        return self._s.execute("DELETE FROM tokens WHERE app_key = ?", (app_key,)).rowcount
+
+    def count_live(self, app_key: str, account: str, *, now: datetime) -> int:
+        return self._s.scalar(
+            "SELECT count(*) FROM tokens WHERE app_key = ? AND account = ? AND expires_at > ?",
+            (app_key, account, _to_db(now)),
+        )
+
+    def list(
+        self, app_key: str, account: str, query: ListQuery, *, now: datetime
+    ) -> Page[AccessToken]:
+        params: list[object] = [app_key, account, _to_db(now)]
+        where = "app_key = ? AND account = ? AND expires_at > ?"
+        where += _search_clause(query, "search_text", params)
+        total = self._s.scalar(f"SELECT count(*) FROM tokens WHERE {where}", params)  # noqa: S608
+        rows = self._s.all(
+            f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE {where} "  # noqa: S608
+            "ORDER BY expires_at, token_id LIMIT ? OFFSET ?",
+            [*params, query.per_page, query.offset],
+        )
+        return _page_of([_token(row) for row in rows], total, query)
+
+    def purge_expired(self, *, now: datetime, limit: int) -> int:
+        return self._s.execute(
+            "DELETE FROM tokens WHERE token_id IN "
+            "(SELECT token_id FROM tokens WHERE expires_at <= ? LIMIT ?)",
+            (_to_db(now), limit),
+        ).rowcount
+
+
+class _Unit:
+    """The repositories of one transaction (an `appregistry.ports.UnitOfWork`)."""
+
+    def __init__(self, session: _Session) -> None:
+        self.apps = _Apps(session)
+        self.permissions = _Permissions(session)
+        self.installations = _Installations(session)
+        self.tokens = _Tokens(session)
+
+
+class _Pool:
+    """At most ``size`` connections, handed to one thread at a time."""
+
+    def __init__(
+        self, connect: Callable[[], sqlite3.Connection], size: int, timeout: float, name: str
+    ) -> None:
+        self._connect = connect
+        self._size = size
+        self._timeout = timeout
+        self._name = name
+        self._idle: list[sqlite3.Connection] = []
+        self._open = 0
+        self._closed = False
+        self._condition = threading.Condition()
+
+    def acquire(self) -> sqlite3.Connection:
+        deadline = time.monotonic() + self._timeout
+        with self._condition:
+            while True:
+                if self._closed:
+                    raise StorageError(f"the SQLite storage {self._name} is closed")
+                if self._idle:
+                    return self._idle.pop()
+                if self._open < self._size:
+                    self._open += 1
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise StorageUnavailable(
+                        f"SQLite database {self._name}: all {self._size} connections stayed "
+                        f"busy for {self._timeout:g} s"
+                    )
+                self._condition.wait(remaining)
+        try:
+            return self._connect()
+        except BaseException:
+            self._forget()
+            raise
+
+    def release(self, connection: sqlite3.Connection, *, broken: bool = False) -> None:
+        with self._condition:
+            if self._closed or broken:
+                connection.close()
+                self._open -= 1
+            else:
+                self._idle.append(connection)
+            self._condition.notify()
+
+    def _forget(self) -> None:
+        with self._condition:
+            self._open -= 1
+            self._condition.notify()
+
+    def close(self) -> None:
+        with self._condition:
+            self._closed = True
+            for connection in self._idle:
+                connection.close()
+            self._open -= len(self._idle)
+            self._idle.clear()
+            self._condition.notify_all()
+
+
+class SQLiteStorage:
+    """Storage in one SQLite file; see the module documentation for the guarantees.
+
+    Opening creates the file if it does not exist and migrates an older appregistry schema
+    forward.
+
+    Args:
+        path: The database file (relative to the working directory, or absolute), or
+            ``":memory:"``.
+        timeout: Seconds to wait for the write lock, or for a free connection, before giving
+            up with `appregistry.errors.StorageUnavailable`.
+        pool_size: Most connections kept open at once (one for ``":memory:"``).
+        synchronous: SQLite's ``PRAGMA synchronous``. ``"FULL"`` (the default) makes every
+            commit durable across power loss; ``"NORMAL"`` is faster and still survives a
+            crash of the process, but may lose the last commits on power loss.
+
+    Raises:
+        SchemaError: The file is not an appregistry database, or its schema is newer than
+            this code; it is left as it was.
+        StorageUnavailable: The file cannot be opened or created.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout: float = 30.0,
+        pool_size: int = 8,
+        synchronous: Literal["FULL", "NORMAL", "EXTRA"] = "FULL",
+    ) -> None:
+        if timeout <= 0 or pool_size < 1:
+            raise ValueError("timeout must be positive and pool_size at least 1")
+        if synchronous not in _SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
+        self._path = os.fspath(path)
+        self._name = repr(self._path)
+        self._memory = self._path == ":memory:"
+        self._timeout = timeout
+        self._synchronous = synchronous
+        self._local = threading.local()
+        self._pool = _Pool(self._connect, 1 if self._memory else pool_size, timeout, self._name)
+        try:
+            self._open_schema()
+        except BaseException:
+            self._pool.close()
+            raise
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> SQLiteStorage:
+        """Open the storage a ``sqlite:`` URL names.
+
+        ``sqlite:///registry.db`` is relative to the working directory,
+        ``sqlite:////srv/registry.db`` is absolute (four slashes), and
+        ``sqlite:///:memory:`` is a private in-memory database. Percent-escapes are decoded.
+
+        >>> SQLiteStorage.from_url("sqlite:///:memory:")
+        SQLiteStorage(':memory:')
+
+        Args:
+            options: Passed on to `SQLiteStorage` (``timeout``, ``pool_size``, ...).
+
+        Raises:
+            StorageUnavailable: The URL is not of that form, or the file cannot be opened.
+        """
+        prefix = "sqlite:///"
+        path = url[len(prefix) :] if url[: len(prefix)].lower() == prefix else ""
+        if not path or "?" in path or "#" in path:
+            raise StorageUnavailable(
+                f"bad SQLite URL {url!r}: expected sqlite:///RELATIVE/PATH, "
+                "sqlite:////ABSOLUTE/PATH or sqlite:///:memory:"
+            )
+        return cls(urllib.parse.unquote(path), **options)
+
+    def __repr__(self) -> str:
+        return f"SQLiteStorage({self._name})"
+
+    @property
+    def path(self) -> str:
+        """The database file, as given (or ``":memory:"``)."""
+        return self._path
+
+    # -- errors and connections -------------------------------------------------------------
+
+    def _raise_mapped(self, exc: sqlite3.Error) -> NoReturn:
+        code = exc.sqlite_errorcode & 0xFF
+        message = f"SQLite database {self._name}: {exc}"
+        if code in _UNAVAILABLE_CODES:
+            raise StorageUnavailable(message) from exc
+        raise StorageError(message) from exc
+
+    @contextmanager
+    def _mapped_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            self._raise_mapped(exc)
+
+    def _connect(self) -> sqlite3.Connection:
+        with self._mapped_errors():
+            # isolation_level=None: this module issues BEGIN and COMMIT itself.
+            connection = sqlite3.connect(
+                self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+            )
+            try:
+                connection.execute("PRAGMA foreign_keys = ON")
+                connection.execute(f"PRAGMA synchronous = {self._synchronous}")
+            except BaseException:
+                connection.close()
+                raise
+        return connection
+
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        connection = self._pool.acquire()
+        broken = False
+        try:
+            yield connection
+        except BaseException:
+            # A connection left inside a transaction it could not end is not reused.
+            broken = connection.in_transaction
+            raise
+        finally:
+            self._pool.release(connection, broken=broken)
+
+    # -- schema -----------------------------------------------------------------------------
+
+    def _open_schema(self) -> None:
+        if not self._memory and pathlib.Path(self._path).exists():
+            # Look first through a read-only connection, so a file that is not ours is
+            # never written to, not even to switch it to WAL mode.
+            uri = pathlib.Path(self._path).absolute().as_uri() + "?mode=ro"
+            with self._mapped_errors():
+                probe = sqlite3.connect(uri, uri=True, timeout=self._timeout)
+            try:
+                version = self._check_schema(probe)
+            finally:
+                probe.close()
+            if version == SCHEMA_VERSION:
+                return
+        with self._connection() as connection:
+            with self._mapped_errors():
+                connection.execute("PRAGMA journal_mode = WAL")
+                connection.execute("BEGIN IMMEDIATE")
+            try:
+                # Another process may have created or migrated the file in the meantime.
+                version = self._check_schema(connection)
+                with self._mapped_errors():
+                    for migration in _MIGRATIONS[version:]:
+                        for statement in migration:
+                            connection.execute(statement)
+                    if version < SCHEMA_VERSION:
+                        connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    connection.execute("COMMIT")
+            except BaseException:
+                with self._mapped_errors():
+                    connection.execute("ROLLBACK")
+                raise
+
+    def _check_schema(self, connection: sqlite3.Connection) -> int:
+        """The file's schema version; raises if it is not ours or too new."""
+        try:
+            application_id = connection.execute("PRAGMA application_id").fetchone()[0]
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            has_tables = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_NOTADB:
+                raise SchemaError(
+                    f"{self._name} is not an SQLite database; it was left untouched"
+                ) from exc
+            self._raise_mapped(exc)
+        if application_id == APPLICATION_ID:
+            if version > SCHEMA_VERSION:
+                raise SchemaError(
+                    f"SQLite database {self._name} has appregistry schema version {version}, "
+                    f"newer than this code knows ({SCHEMA_VERSION}); upgrade appregistry"
+                )
+            return int(version)
+        if application_id == 0 and version == 0 and not has_tables:
+            return 0  # an empty database: ours to set up
+        raise SchemaError(
+            f"SQLite database {self._name} is not an appregistry database; it was left untouched"
+        )
+
+    # -- the port ---------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[_Unit]:
+        """A transaction; see `appregistry.ports.Storage.transaction`.
+
+        It holds the database's write lock from its start (``BEGIN IMMEDIATE``) to its end.
+        Transactions do not nest: opening one inside another from the same thread raises
+        `appregistry.errors.StorageError` rather than waiting for itself.
+        """
+        self._refuse_nesting()
+        with self._connection() as connection:
+            self._local.active = True
+            session = _Session(self, connection)
+            try:
+                with self._mapped_errors():
+                    connection.execute("BEGIN IMMEDIATE")
+                try:
+                    yield _Unit(session)
+                except BaseException:
+                    session.end()
+                    self._rollback(connection)
+                    raise
+                session.end()
+                try:
+                    with self._mapped_errors():
+                        connection.execute("COMMIT")
+                except StorageError:
+                    self._rollback(connection)
+                    raise
+            finally:
+                self._local.active = False
+
+    def _rollback(self, connection: sqlite3.Connection) -> None:
+        if connection.in_transaction:
+            # The original exception matters more; a connection that cannot roll back stays
+            # in its transaction and is discarded as broken.
+            with contextlib.suppress(sqlite3.Error):
+                connection.execute("ROLLBACK")
+
+    def _refuse_nesting(self) -> None:
+        if getattr(self._local, "active", False):
+            raise StorageError(
+                "SQLite transactions do not nest, and token_context runs outside them"
+            )
+
+    def token_context(self, digest: bytes) -> TokenContext | None:
+        """See `appregistry.ports.Storage.token_context`: one ``SELECT`` (S3)."""
+        self._refuse_nesting()
+        with self._connection() as connection, self._mapped_errors():
+            row = connection.execute(_TOKEN_CONTEXT_SQL, (digest,)).fetchone()
+        if row is None:
+            return None
+        token = _token(row[:7])
+        app_row = row[7 : 7 + _APP_WIDTH]
+        rest = row[7 + _APP_WIDTH :]
+        app = None if app_row[0] is None else _app(app_row)
+        installation = (
+            None
+            if rest[0] is None
+            else Installation(
+                token.app_key, token.account, rest[0], _from_db(rest[1]), bool(rest[2])
+            )
+        )
+        permission = (
+            None if rest[3] is None else AppsPermission(token.account, rest[3], _from_db(rest[4]))
+        )
+        return TokenContext(token, app, installation, permission)
+
+    def close(self) -> None:
+        """Close the connections; using the storage afterwards raises `StorageError`.
+
+        Connections in use by a running transaction are closed when it ends.
+        """
+        self._pool.close()

@@ -1,0 +1,574 @@
+"""The SQLite backend: the contract suite on a file, plus what only a real file can show.
+
+Schema versions and foreign files (S4), one query per token check and indexed plans (S3),
+threads and processes (S2), crashes mid-write, and the bytes at rest (S6).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from cryptography.fernet import Fernet
+
+from appregistry import (
+    AppListing,
+    AppsPermission,
+    Installation,
+    Registry,
+    SchemaError,
+    StorageError,
+    StorageUnavailable,
+    StoredSecret,
+)
+from appregistry.ports import ListQuery, Storage
+from appregistry.storage import open_storage
+from appregistry.storage.sqlite import APPLICATION_ID, SCHEMA_VERSION, SQLiteStorage
+from appregistry.testing import ManualClock
+from appregistry.testing.contract import (
+    StorageContents,
+    StorageContract,
+    StorageFactory,
+    StorageReopener,
+    make_app,
+    make_token,
+    new_digest,
+)
+
+T0 = datetime(2015, 4, 20, 9, 56, 40, tzinfo=UTC)
+APP_FIELDS: dict[str, Any] = {
+    "name": "MyApp",
+    "homepage": "http://example.com/MyApp",
+    "admin_email": "myapp@example.com",
+    "redirect_url": "https://example.com/MyApp/handler",
+}
+
+
+def file_bytes(path: Path) -> bytes:
+    """The database file and its write-ahead log, as they are on disk now."""
+    wal = path.with_name(path.name + "-wal")
+    return path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+
+
+def pragma(path: Path, name: str) -> Any:
+    connection = sqlite3.connect(path)
+    try:
+        return connection.execute(f"PRAGMA {name}").fetchall()
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "registry.db"
+
+
+@pytest.fixture
+def open_sqlite(db_path: Path) -> Iterator[Callable[..., SQLiteStorage]]:
+    """Opens SQLite storages (on ``db_path`` unless told otherwise), closing them afterwards."""
+    opened: list[SQLiteStorage] = []
+
+    def open_(path: Path | str = db_path, **options: Any) -> SQLiteStorage:
+        storage = SQLiteStorage(path, **options)
+        opened.append(storage)
+        return storage
+
+    yield open_
+    for storage in opened:
+        storage.close()
+
+
+class TestSQLiteFileContract(StorageContract):
+    """A SQLite file honours the whole storage contract, across handles and at rest."""
+
+    @pytest.fixture
+    def storage_factory(self, tmp_path: Path) -> StorageFactory:
+        paths = (tmp_path / f"registry-{n}.db" for n in itertools.count())
+        return lambda: SQLiteStorage(next(paths))
+
+    @pytest.fixture
+    def storage_reopener(self) -> StorageReopener:
+        def reopen(storage: Storage) -> Storage:
+            assert isinstance(storage, SQLiteStorage)
+            return SQLiteStorage(storage.path)
+
+        return reopen
+
+    @pytest.fixture
+    def storage_contents(self) -> StorageContents:
+        def contents(storage: Storage) -> bytes:
+            assert isinstance(storage, SQLiteStorage)
+            return file_bytes(Path(storage.path))
+
+        return contents
+
+    @pytest.fixture
+    def race_rounds(self) -> int:
+        return 5
+
+
+class TestSQLiteInMemoryContract(StorageContract):
+    """``:memory:`` (one connection, so one operation at a time) honours the contract too."""
+
+    @pytest.fixture
+    def storage_factory(self) -> StorageFactory:
+        return lambda: SQLiteStorage(":memory:")
+
+
+class TestOpenByURL:
+    """``sqlite:///`` URLs name a relative path, ``sqlite:////`` an absolute one."""
+
+    def test_relative_path(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.chdir(tmp_path)
+        storage = open_storage("sqlite:///sub%20dir.db")
+        storage.close()
+        assert [tmp_path / "sub dir.db"] == sorted(tmp_path.glob("*.db"))
+
+    def test_absolute_path(self, tmp_path: Path) -> None:
+        path = tmp_path / "abs.db"
+        storage = open_storage(f"sqlite:///{path}")
+        assert isinstance(storage, SQLiteStorage)
+        storage.close()
+        assert (True, str(path)) == (path.is_absolute() and path.exists(), storage.path)
+
+    def test_memory(self) -> None:
+        storage = open_storage("sqlite:///:memory:")
+        registry = Registry(storage=storage)
+        registry.permit_account("acme", by="admin")
+        assert "admin" == getattr(registry.get_permission("acme"), "granted_by", None)
+        registry.close()
+
+    @pytest.mark.parametrize(
+        "url", ["sqlite://", "sqlite:///", "sqlite://host/x.db", "sqlite:///x.db?mode=ro"]
+    )
+    def test_malformed_urls_are_refused(self, url: str) -> None:
+        with pytest.raises(StorageUnavailable, match="expected sqlite:///"):
+            open_storage(url)
+
+    def test_missing_directory_names_the_file(self, tmp_path: Path) -> None:
+        path = tmp_path / "no" / "such" / "dir.db"
+        with pytest.raises(StorageUnavailable, match=r"dir\.db") as raised:
+            SQLiteStorage(path)
+        assert isinstance(raised.value.__cause__, sqlite3.Error)
+
+
+class TestSchema:
+    """S4: the file is marked and versioned; foreign or newer files are refused untouched."""
+
+    def test_a_new_file_is_marked_and_versioned(self, open_sqlite: Any, db_path: Path) -> None:
+        open_sqlite()
+        assert [(APPLICATION_ID,)] == pragma(db_path, "application_id")
+        assert [(SCHEMA_VERSION,)] == pragma(db_path, "user_version")
+        assert [("wal",)] == pragma(db_path, "journal_mode")
+
+    def test_reopening_keeps_the_data(self, db_path: Path) -> None:
+        clock = ManualClock()
+        with Registry(storage=SQLiteStorage(db_path), clock=clock) as registry:
+            new = registry.register_app("acme", **APP_FIELDS, trusted=True)
+            registry.permit_account("acme", by="admin")
+            token = registry.issue_token(new.app.key, new.secret).token
+        with Registry(storage=SQLiteStorage(db_path), clock=clock) as registry:
+            assert (AppListing(new.app, 0),) == registry.list_apps().items
+            assert "allowed" == registry.check_token(token).reason
+
+    def test_an_empty_file_is_adopted(self, open_sqlite: Any, db_path: Path) -> None:
+        db_path.touch()
+        storage = open_sqlite()
+        with storage.transaction() as tx:
+            assert 0 == tx.apps.count_owned("acme")
+        assert [(SCHEMA_VERSION,)] == pragma(db_path, "user_version")
+
+    def test_an_older_schema_is_migrated_forward(self, open_sqlite: Any, db_path: Path) -> None:
+        connection = sqlite3.connect(db_path)
+        connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        connection.close()
+        storage = open_sqlite()
+        app = make_app()
+        with storage.transaction() as tx:
+            tx.apps.add(app, _stored_secret())
+        assert [(SCHEMA_VERSION,)] == pragma(db_path, "user_version")
+
+    def test_a_newer_schema_is_refused_untouched(self, open_sqlite: Any, db_path: Path) -> None:
+        open_sqlite().close()
+        connection = sqlite3.connect(db_path)
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        connection.close()
+        before = file_bytes(db_path)
+        with pytest.raises(SchemaError) as raised:
+            SQLiteStorage(db_path)
+        message = str(raised.value)
+        assert [True] * 3 == [
+            part in message
+            for part in ("registry.db", f"version {SCHEMA_VERSION + 1}", "upgrade appregistry")
+        ]
+        assert before == file_bytes(db_path)
+
+    def test_another_sqlite_database_is_refused_untouched(self, db_path: Path) -> None:
+        connection = sqlite3.connect(db_path)
+        connection.execute("CREATE TABLE notes (body TEXT)")
+        connection.execute("INSERT INTO notes VALUES ('mine')")
+        connection.commit()
+        connection.close()
+        before = db_path.read_bytes()
+        with pytest.raises(SchemaError, match="not an appregistry database"):
+            SQLiteStorage(db_path)
+        assert before == db_path.read_bytes()
+        assert [db_path] == list(db_path.parent.iterdir())
+
+    def test_another_application_is_refused_untouched(self, db_path: Path) -> None:
+        connection = sqlite3.connect(db_path)
+        connection.execute("PRAGMA application_id = 1234")
+        connection.close()
+        before = db_path.read_bytes()
+        with pytest.raises(SchemaError, match="not an appregistry database"):
+            SQLiteStorage(db_path)
+        assert before == db_path.read_bytes()
+
+    @pytest.mark.parametrize(
+        "content", [b"hello, world\n", bytes(range(256)) * 40], ids=["text", "binary"]
+    )
+    def test_a_file_that_is_not_sqlite_is_refused_untouched(
+        self, db_path: Path, content: bytes
+    ) -> None:
+        db_path.write_bytes(content)
+        with pytest.raises(SchemaError, match="not an SQLite database") as raised:
+            SQLiteStorage(db_path)
+        assert isinstance(raised.value.__cause__, sqlite3.DatabaseError)
+        assert content == db_path.read_bytes()
+        assert [db_path] == list(db_path.parent.iterdir())
+
+
+def _stored_secret() -> StoredSecret:
+    return StoredSecret(new_digest())
+
+
+class _TracedStorage(SQLiteStorage):
+    """Keeps every SQL statement its connections run, with the values bound."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.statements: list[str] = []
+        super().__init__(*args, **kwargs)
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = super()._connect()
+        connection.set_trace_callback(self.statements.append)
+        return connection
+
+
+@pytest.fixture
+def populated(db_path: Path) -> Iterator[tuple[_TracedStorage, bytes]]:
+    """Apps, installations and a few hundred tokens; returns the storage and one digest."""
+    storage = _TracedStorage(db_path)
+    apps = [make_app(owner=f"owner-{n % 5}", name=f"app {n}") for n in range(50)]
+    digest = new_digest()
+    with storage.transaction() as tx:
+        for app in apps:
+            tx.apps.add(app, _stored_secret())
+            tx.installations.put(Installation(app.key, "acme", "admin", T0))
+        tx.permissions.put(AppsPermission("acme", "admin", T0))
+        for n in range(500):
+            app = apps[n % len(apps)]
+            expires = T0 + timedelta(minutes=n)
+            tx.tokens.add(
+                make_token(app.key, "acme", expires_at=expires, user_agent=f"agent {n}"),
+                digest if n == 0 else new_digest(),
+            )
+    storage.statements.clear()
+    yield storage, digest
+    storage.close()
+
+
+class TestQueries:
+    """S3: a token check is one SELECT; checks, counts, lists and purges use indexes."""
+
+    def test_a_token_check_is_one_select(self, populated: tuple[_TracedStorage, bytes]) -> None:
+        storage, digest = populated
+        context = storage.token_context(digest)
+        assert (True, True, True) == (
+            context is not None and context.app is not None,
+            context is not None and context.installation is not None,
+            context is not None and context.permission is not None,
+        )
+        assert 1 == len(storage.statements)
+        assert storage.statements[0].lstrip().startswith("SELECT")
+
+    def test_hot_queries_use_indexes(
+        self, populated: tuple[_TracedStorage, bytes], db_path: Path
+    ) -> None:
+        storage, digest = populated
+        context = storage.token_context(digest)
+        assert context is not None
+        key = context.token.app_key
+        with storage.transaction() as tx:
+            tx.tokens.count_live(key, "acme", now=T0)
+            tx.tokens.list(key, "acme", ListQuery(page=3, per_page=2), now=T0)
+            tx.apps.list(ListQuery(), owner="owner-1")
+            tx.apps.count_owned("owner-1")
+            tx.installations.list("acme", ListQuery(), now=T0)
+            tx.tokens.purge_expired(now=T0, limit=10)
+            tx.tokens.remove_for(key, "nobody")
+            tx.tokens.remove_all_of_app("no-such-app")
+            tx.apps.get(key)
+        queries = [
+            s for s in storage.statements if s.lstrip().startswith(("SELECT", "DELETE", "UPDATE"))
+        ]
+        connection = sqlite3.connect(db_path)
+        try:
+            plans = {
+                query: [row[3] for row in connection.execute("EXPLAIN QUERY PLAN " + query)]
+                for query in queries
+            }
+        finally:
+            connection.close()
+        scans = {q: plan for q, plan in plans.items() if any(s.startswith("SCAN") for s in plan)}
+        assert {} == scans
+        # Only an account's installations (a handful) may be sorted outside an index.
+        sorts = [q for q, plan in plans.items() if any("TEMP B-TREE" in s for s in plan)]
+        assert [] == [q for q in sorts if "FROM installations" not in q]
+        assert len(queries) >= 10
+
+
+class TestErrors:
+    """Driver errors surface as StorageError or StorageUnavailable, naming the file."""
+
+    def test_a_locked_database_is_unavailable(self, open_sqlite: Any, db_path: Path) -> None:
+        storage = open_sqlite(timeout=0.2)
+        blocker = sqlite3.connect(db_path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            with (
+                pytest.raises(StorageUnavailable, match=r"registry\.db") as raised,
+                storage.transaction() as tx,
+            ):
+                tx.permissions.remove("acme")
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert isinstance(raised.value.__cause__, sqlite3.OperationalError)
+
+    def test_checks_read_while_another_process_writes(
+        self, open_sqlite: Any, db_path: Path
+    ) -> None:
+        """WAL: a writer holding the lock does not stop token checks."""
+        storage = open_sqlite(timeout=0.2)
+        app = make_app()
+        token = make_token(app.key)
+        digest = new_digest()
+        with storage.transaction() as tx:
+            tx.apps.add(app, _stored_secret())
+            tx.tokens.add(token, digest)
+        blocker = sqlite3.connect(db_path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        blocker.execute("DELETE FROM tokens")
+        try:
+            context = storage.token_context(digest)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert context is not None
+        assert token == context.token
+
+    def test_a_busy_pool_is_unavailable(self, open_sqlite: Any) -> None:
+        storage = open_sqlite(pool_size=1, timeout=0.2)
+        entered, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with storage.transaction():
+                entered.set()
+                release.wait(timeout=30)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        entered.wait(timeout=30)
+        try:
+            with pytest.raises(StorageUnavailable, match="connections"):
+                storage.token_context(new_digest())
+        finally:
+            release.set()
+            holder.join()
+
+    def test_token_context_inside_a_transaction_is_refused(self, open_sqlite: Any) -> None:
+        storage = open_sqlite()
+        with storage.transaction(), pytest.raises(StorageError, match="outside"):
+            storage.token_context(new_digest())
+
+    def test_a_unit_cannot_be_used_after_its_transaction(self, open_sqlite: Any) -> None:
+        storage = open_sqlite()
+        with storage.transaction() as tx:
+            pass
+        with pytest.raises(StorageError, match="ended"):
+            tx.permissions.get("acme")
+
+    def test_naive_datetimes_are_refused(self, open_sqlite: Any) -> None:
+        storage = open_sqlite()
+        naive = datetime(2015, 4, 20, 9, 56, 40)  # noqa: DTZ001 - the point of the test
+        with pytest.raises(StorageError, match="aware"), storage.transaction() as tx:
+            tx.permissions.put(AppsPermission("acme", "admin", naive))
+
+    def test_bad_options_are_refused(self, db_path: Path) -> None:
+        with pytest.raises(ValueError, match="synchronous"):
+            SQLiteStorage(db_path, synchronous="OFF")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="pool_size"):
+            SQLiteStorage(db_path, pool_size=0)
+
+
+class TestManyHandles:
+    """S2 across handles: two storages on one file serialize their read-modify-writes."""
+
+    def test_two_handles_lose_no_update(self, open_sqlite: Any) -> None:
+        handles = [open_sqlite(pool_size=2), open_sqlite(pool_size=2)]
+        app = make_app(description="0")
+        with handles[0].transaction() as tx:
+            tx.apps.add(app, _stored_secret())
+        errors: list[BaseException] = []
+
+        def bump(storage: SQLiteStorage) -> None:
+            try:
+                for _ in range(10):
+                    with storage.transaction() as tx:
+                        current = tx.apps.get(app.key)
+                        assert current is not None
+                        count = int(current.description or "0")
+                        tx.apps.update(attrs.evolve(current, description=str(count + 1)))
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=bump, args=(handles[n % 2],)) for n in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert [] == errors
+        with handles[1].transaction() as tx:
+            final = tx.apps.get(app.key)
+        assert "60" == getattr(final, "description", None)
+
+
+# The child writes until killed. Each batch adds five tokens and records the number of batches
+# in the app's description, in one transaction; uninstalling removes an installation with its
+# tokens; every third app is removed whole. After any kill, the counts must still agree.
+CHILD = """
+import secrets, sys
+import attrs
+from appregistry import Registry
+from appregistry.storage.sqlite import SQLiteStorage
+from appregistry.testing.contract import make_token
+
+storage = SQLiteStorage(sys.argv[1], timeout=60)
+registry = Registry(storage=storage)
+registry.permit_account("acme", by="admin")
+fields = dict(name="App", homepage="http://example.com/", admin_email="a@example.com",
+              redirect_url="https://example.com/cb")
+previous = None
+for n in range(1, 10**9):
+    new = registry.register_app("dev", **fields)
+    key = new.app.key
+    registry.install_app(key, "acme", by="user")
+    for _ in range(3):
+        registry.issue_token(key, new.secret, account="acme")
+    for batch in range(1, 4):
+        with storage.transaction() as tx:
+            app = tx.apps.get(key)
+            for _ in range(5):
+                tx.tokens.add(make_token(key, "batch", user_agent="batch"),
+                              secrets.token_bytes(32))
+            tx.apps.update(attrs.evolve(app, description=f"batches={batch}"))
+    if n % 2:
+        registry.uninstall_app(key, "acme")
+    if n % 3 == 0 and previous is not None:
+        registry.remove_app(previous)
+    previous = key
+    print(n, flush=True)
+"""
+
+
+class TestCrashes:
+    """A writer killed with SIGKILL at random points leaves a sound, all-or-nothing file."""
+
+    KILLS = 12
+
+    @pytest.mark.slow
+    @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+    def test_killed_writers_leave_every_operation_whole(self, db_path: Path) -> None:
+        SQLiteStorage(db_path).close()
+        rng = random.Random(20150420)  # noqa: S311 - only picks when to kill
+        for _ in range(self.KILLS):
+            child = subprocess.Popen(  # noqa: S603 - our own interpreter and script
+                [sys.executable, "-c", CHILD, str(db_path)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            assert child.stdout is not None
+            first = child.stdout.readline()
+            if not first:
+                _, err = child.communicate()
+                pytest.fail(f"the writer died before its first operation: {err.decode()}")
+            time.sleep(rng.uniform(0, 0.15))
+            os.kill(child.pid, signal.SIGKILL)
+            child.communicate()
+            assert -signal.SIGKILL == child.returncode
+
+        assert [("ok",)] == pragma(db_path, "integrity_check")
+        assert [] == pragma(db_path, "foreign_key_check")
+        connection = sqlite3.connect(db_path)
+        try:
+            batches = connection.execute(
+                "SELECT a.description, count(t.token_id) FROM apps AS a "
+                "LEFT JOIN tokens AS t ON t.app_key = a.app_key AND t.account = 'batch' "
+                "GROUP BY a.app_key"
+            ).fetchall()
+            orphans = connection.execute(
+                "SELECT count(*) FROM tokens AS t WHERE t.account = 'acme' AND NOT EXISTS "
+                "(SELECT 1 FROM installations AS i "
+                "WHERE i.app_key = t.app_key AND i.account = t.account)"
+            ).fetchone()[0]
+        finally:
+            connection.close()
+        assert len(batches) >= self.KILLS // 2
+        mismatched = [
+            (description, count)
+            for description, count in batches
+            if count != 5 * int((description or "batches=0").removeprefix("batches="))
+        ]
+        assert [] == mismatched
+        assert 0 == orphans
+        with Registry(storage=SQLiteStorage(db_path)) as registry:
+            assert len(batches) == registry.list_apps().total
+
+
+class TestNothingAtRest:
+    """S6: the bytes of the file and its write-ahead log hold no secret and no token."""
+
+    def test_file_and_wal_hold_no_plaintext(self, db_path: Path) -> None:
+        storage = SQLiteStorage(db_path)
+        registry = Registry(storage=storage, secret_encryption_key=Fernet.generate_key())
+        plaintexts: list[str] = []
+        keys: list[str] = []
+        registry.permit_account("acme", by="admin")
+        for n in range(5):
+            new = registry.register_app("acme", **APP_FIELDS, trusted=True)
+            keys.append(new.app.key)
+            plaintexts.append(new.secret)
+            plaintexts.extend(
+                registry.issue_token(new.app.key, new.secret).token for _ in range(n + 1)
+            )
+            plaintexts.append(registry.regenerate_secret(new.app.key).secret)
+        while_open = file_bytes(db_path)
+        registry.close()
+        after_close = file_bytes(db_path)
+        for contents in (while_open, after_close):
+            assert [True] * len(keys) == [key.encode() in contents for key in keys]
+            assert [] == [p for p in plaintexts if p.encode() in contents]
