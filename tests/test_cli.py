@@ -303,7 +303,7 @@ class TestHelpAndDemo:
 
     def test_default_database_is_sqlite_in_working_directory(self, tmp_path: Path) -> None:
         env = {k: v for k, v in os.environ.items() if k != "APPREGISTRY_DATABASE"}
-        result = subprocess.run(  # noqa: S603
+        result = subprocess.run(
             [sys.executable, "-m", "appregistry", "apps", "list"],
             capture_output=True,
             text=True,
@@ -316,7 +316,7 @@ class TestHelpAndDemo:
         assert (tmp_path / "appregistry.sqlite3").exists()
 
     def test_demo(self, tmp_path: Path) -> None:
-        result = subprocess.run(  # noqa: S603
+        result = subprocess.run(
             [sys.executable, "-m", "appregistry", "demo"],
             capture_output=True,
             text=True,
