@@ -188,9 +188,13 @@ def installation_present(request: AccessRequest, now: datetime) -> Decision | No
 
 
 def installation_active(request: AccessRequest, now: datetime) -> Decision | None:
-    """A suspended installation stops the app on that account only (R12)."""
+    """A suspended installation stops the app on that account only (R12).
+
+    It applies whatever the grant: a trusted app's owner who installed it and suspended it
+    has stopped it on that account, client-credentials tokens included.
+    """
     installation = request.installation
-    if request.needs_installation and installation is not None and installation.suspended:
+    if installation is not None and installation.suspended:
         return Decision.deny(Reason.INSTALLATION_SUSPENDED, "the app is suspended on the account")
     return None
 

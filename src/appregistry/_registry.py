@@ -670,7 +670,10 @@ class Registry:
                 Action.ISSUE_TOKEN,
                 app=app,
                 account=acting_for,
-                installation=(tx.installations.get(key, account) if account is not None else None),
+                # The owner's installation too, if any: suspending it there stops the app (R12).
+                installation=(
+                    tx.installations.get(key, acting_for) if acting_for is not None else None
+                ),
                 permission=tx.permissions.get(acting_for) if acting_for is not None else None,
                 needs_installation=not client_credentials,
                 needs_trust=client_credentials,

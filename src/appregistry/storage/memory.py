@@ -355,6 +355,7 @@ class MemoryStorage:
 
     def token_context(self, digest: bytes) -> TokenContext | None:
         """See `appregistry.ports.Storage.token_context`."""
+        self._check_open()
         data = self._data
         with self._lock:
             token = data.by_digest.get(digest)
