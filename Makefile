@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LINTED := $(wildcard src tests benchmarks docs)
 
 .DEFAULT_GOAL := help
 .PHONY: help venv test lint typecheck pytest demo docs bench clean
@@ -23,8 +24,8 @@ $(STAMP): $(BIN)/python pyproject.toml
 venv: $(STAMP)  ## create .venv and install the project with its test extras
 
 lint: $(STAMP)  ## ruff: lint and formatting
-	$(BIN)/ruff check src tests benchmarks docs
-	$(BIN)/ruff format --check src tests benchmarks docs
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 typecheck: $(STAMP)  ## mypy --strict over src/
 	$(BIN)/mypy

@@ -16,6 +16,7 @@ private. Storage backends live in `appregistry.storage`, test helpers in `appreg
 <Reason.ALLOWED: 'allowed'>
 """
 
+from ._open import open_registry
 from ._policy import AccessRequest, Action, Decision, Policy, Reason, Rule
 from ._records import (
     AccessToken,
@@ -34,7 +35,6 @@ from ._records import (
     StoredSecret,
     TokenContext,
 )
-from ._open import open_registry
 from ._registry import UNSET, Clock, Listener, Registry, TokenCheck
 from ._validation import display_url, search_text
 from .errors import (

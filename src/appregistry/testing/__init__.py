@@ -1,5 +1,7 @@
-"""Test helpers for hosts: a manual clock, an event recorder, Hypothesis strategies and the
-storage contract suite (`appregistry.testing.contract`).
+"""Test helpers for hosts: a manual clock, an event recorder, strategies, a contract suite.
+
+`appregistry.testing.strategies` holds Hypothesis strategies; `appregistry.testing.contract`
+the storage contract suite that every backend passes.
 
 These are public API: test your own policies and backends with the same tools we use.
 
@@ -37,6 +39,7 @@ class ManualClock:
         self._lock = threading.Lock()
 
     def __call__(self) -> datetime:
+        """The current time of this clock."""
         with self._lock:
             return self._now
 
@@ -72,6 +75,7 @@ class EventRecorder:
         self._lock = threading.Lock()
 
     def __call__(self, event: Event) -> None:
+        """Keep ``event``."""
         with self._lock:
             self.events.append(event)
 
