@@ -137,9 +137,12 @@ class TestApps:
         assert 1 == cli("tokens", "check", token).returncode
         stale = cli("tokens", "issue", "--key", key, "--secret", secret, "--account", "org-1")
         assert 1 == stale.returncode
-        assert 0 == cli(
-            "tokens", "issue", "--key", key, "--secret", new["secret"], "--account", "org-1"
-        ).returncode
+        assert (
+            0
+            == cli(
+                "tokens", "issue", "--key", key, "--secret", new["secret"], "--account", "org-1"
+            ).returncode
+        )
 
 
 class TestAccountsAndInstalls:

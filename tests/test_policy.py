@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ from appregistry import (
     Installation,
     Policy,
     Reason,
+    TokenContext,
 )
 
 T0 = datetime(2015, 4, 20, 9, 56, 40, tzinfo=UTC)
@@ -407,6 +409,45 @@ class TestAgainstReference:
         if expected == "allowed":
             expected = next((f"host_{i}" for i, deny in enumerate(denies) if deny), "allowed")
         assert expected == Policy(extra_rules=rules).evaluate(request, now).reason
+
+
+class TestTokenFastPath:
+    """The token check's shortcut decides exactly as `Policy.evaluate` on the same records."""
+
+    def test_same_decision_for_every_combination(self) -> None:
+        # Each record at each state the rules tell apart: 288 cases, every one checked.
+        for expires_in, grant, app_, installation_, permission, denies in itertools.product(
+            [timedelta(0), timedelta(minutes=1)],
+            list(Grant),
+            [None, app(enabled=False), app(), app(trusted=True)],
+            [None, installation(suspended=True), installation()],
+            [None, PERMISSION],
+            [[], [False], [False, True]],
+        ):
+            presented = token(expires_in=expires_in, grant=grant)
+            rules = [Recorder().rule(f"host_{i}", deny=deny) for i, deny in enumerate(denies)]
+            policy = Policy(extra_rules=rules)
+            request = AccessRequest.for_token(presented, app_, installation_, permission)
+            context = TokenContext(presented, app_, installation_, permission)
+            assert policy.evaluate(request, T0) == policy._evaluate_token(context, T0), context
+
+    @given(
+        context=st.builds(TokenContext, _tokens, _apps, _installations, _permissions),
+        now=_nows,
+    )
+    def test_same_decision_at_any_time(self, context: TokenContext, now: datetime) -> None:
+        request = AccessRequest.for_token(
+            context.token, context.app, context.installation, context.permission
+        )
+        assert Policy().evaluate(request, now) == Policy()._evaluate_token(context, now)
+
+    def test_a_subclass_decides_through_its_evaluate(self) -> None:
+        class Strict(Policy):
+            def evaluate(self, request: AccessRequest, now: datetime) -> Decision:
+                return Decision.deny("strict", "nothing acts")
+
+        context = TokenContext(token(), app(), installation(), PERMISSION)
+        assert "strict" == Strict()._evaluate_token(context, T0).reason
 
 
 # -- purity ---------------------------------------------------------------------------------

@@ -156,6 +156,66 @@ class TestSchema:
         again = postgres_storage_factory(schema=first.schema)
         assert app == Registry(storage=again).get_app(app.key)
 
+    def test_a_version_1_schema_with_tokens_is_migrated_forward(
+        self,
+        postgres_storage_factory: Any,
+        postgres_schema: str,
+        admin: psycopg.Connection[Any],
+    ) -> None:
+        # The first schema, as released, holding a token of a trusted app: after the migration
+        # the token still acts (with no grant family), and the new grants work there.
+        from appregistry._credentials import Credentials
+        from appregistry.storage.postgres import _MIGRATIONS, _TABLES
+
+        names = {key: _table(postgres_schema, table) for key, table in _TABLES.items()}
+        token, now = "a-token-issued-before-the-oauth-grants", ManualClock()()
+        admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(postgres_schema)))
+        admin.execute(sql.SQL(_MIGRATIONS[0]).format(**names))
+        admin.execute(
+            sql.SQL(
+                "CREATE TABLE {} (singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton), "
+                "version integer NOT NULL); INSERT INTO {} (version) VALUES (1)"
+            ).format(names["version"], names["version"])
+        )
+        admin.execute(
+            sql.SQL(
+                "INSERT INTO {} (app_key, owner, name, homepage, admin_email, redirect_url, "
+                "created_at, trusted, enabled, name_folded, search_text, secret_digest) "
+                "VALUES (%s, 'acme', 'MyApp', 'http://example.com/', 'a@example.com', %s, %s, "
+                "true, true, 'myapp', 'myapp', '\\x00')"
+            ).format(names["apps"]),
+            ("K" * 32, APP_FIELDS["redirect_url"], now),
+        )
+        admin.execute(
+            sql.SQL("INSERT INTO {} VALUES ('acme', 'admin', %s)").format(names["permissions"]),
+            (now,),
+        )
+        admin.execute(
+            sql.SQL(
+                "INSERT INTO {} (token_id, digest, app_key, account, grant_type, issued_at, "
+                "expires_at, search_text) VALUES ('t1', %s, %s, 'acme', 'client_credentials', "
+                "%s, %s, '')"
+            ).format(names["tokens"]),
+            (Credentials().token_digest(token), "K" * 32, now, now + timedelta(hours=1)),
+        )
+
+        storage = postgres_storage_factory(schema=postgres_schema)
+        registry = Registry(storage=storage, clock=ManualClock(now))
+        check = registry.check_token(token)
+        redirect = APP_FIELDS["redirect_url"]
+        code = registry.authorize("K" * 32, "acme", redirect_url=redirect, approved_by="alice")
+        issued = registry.exchange_code("K" * 32, code.code, redirect_url=redirect)
+        rotated = registry.refresh("K" * 32, issued.refresh_token or "")
+        assert check.token is not None
+        assert ("allowed", "t1", None) == (
+            check.reason,
+            check.token.token_id,
+            check.token.family_id,
+        )
+        assert ["allowed"] * 2 == [registry.check_token(t.token).reason for t in (issued, rotated)]
+        version = admin.execute(sql.SQL("SELECT version FROM {}").format(names["version"]))
+        assert [(SCHEMA_VERSION,)] == version.fetchall()
+
     def test_newer_schema_is_refused_and_left_alone(
         self, postgres_storage_factory: Any, admin: psycopg.Connection[Any]
     ) -> None:
@@ -425,15 +485,15 @@ class TestTransactions:
     ) -> None:
         executed: list[bytes | str] = []
 
-        class Counting(psycopg.Connection[Any]):
+        # Counted where every statement passes, whether sent by the connection or a cursor.
+        class Counting(psycopg.Cursor[Any]):
             def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
                 executed.append(query if isinstance(query, bytes | str) else repr(query))
                 return super().execute(query, *args, **kwargs)
 
         pool: ConnectionPool[Any] = ConnectionPool(
             postgres_url,
-            connection_class=Counting,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, "cursor_factory": Counting},
             min_size=1,
             max_size=1,
             open=False,
@@ -663,6 +723,20 @@ class TestNoPlaintextInTheTables:
         regenerated = registry.regenerate_secret(imported.key).secret
         secrets_seen.append(regenerated)
         tokens.append(registry.issue_token(imported.key, regenerated).token)
+        redirect = APP_FIELDS["redirect_url"]
+        codes = [
+            registry.authorize(key, "org-1", redirect_url=redirect, approved_by="alice").code
+            for _ in range(2)
+        ]
+        pair = registry.exchange_code(key, codes[0], redirect_url=redirect)
+        rotated = registry.refresh(key, pair.refresh_token or "")
+        tokens += [
+            *codes,
+            pair.token,
+            rotated.token,
+            pair.refresh_token or "",
+            rotated.refresh_token or "",
+        ]
 
         dump = self._dump(admin, postgres_storage.schema)
         assert key in dump  # the dump does hold the rows
@@ -679,7 +753,7 @@ class TestNoPlaintextInTheTables:
                 "SELECT tablename FROM pg_catalog.pg_tables WHERE schemaname = %s", (schema,)
             )
         ]
-        assert 5 == len(tables)
+        assert 8 == len(tables)
         lines = []
         for name in tables:
             query = sql.SQL("SELECT t::text FROM {} AS t").format(_table(schema, name))

@@ -178,6 +178,8 @@ class _InstrumentedUnit:
         self.permissions = _InstrumentedRepository("permissions", tx.permissions, storage)
         self.installations = _InstrumentedRepository("installations", tx.installations, storage)
         self.tokens = _InstrumentedRepository("tokens", tx.tokens, storage)
+        self.codes = _InstrumentedRepository("codes", tx.codes, storage)
+        self.refresh_tokens = _InstrumentedRepository("refresh_tokens", tx.refresh_tokens, storage)
 
 
 class _InstrumentedRepository:

@@ -201,6 +201,51 @@ class TestSchema:
             tx.apps.add(app, _stored_secret())
         assert [(SCHEMA_VERSION,)] == pragma(db_path, "user_version")
 
+    def test_a_version_1_file_with_tokens_is_migrated_forward(self, db_path: Path) -> None:
+        # The first schema, as released, holding a token of a trusted app: after the migration
+        # the token still acts (with no grant family), and the new grants work on the file.
+        from appregistry._credentials import Credentials
+        from appregistry.storage.sqlite import _MIGRATIONS
+
+        token, micros = "a-token-issued-before-the-oauth-grants", 1_429_523_800_000_000
+        connection = sqlite3.connect(db_path)
+        for statement in _MIGRATIONS[0]:
+            connection.execute(statement)
+        connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        connection.execute("PRAGMA user_version = 1")
+        connection.execute(
+            "INSERT INTO apps (app_key, owner, name, name_folded, search_text, homepage, "
+            "admin_email, redirect_url, created_at, trusted, enabled, secret_digest) "
+            "VALUES (?, 'acme', 'MyApp', 'myapp', 'myapp', 'http://example.com/', "
+            "'a@example.com', ?, ?, 1, 1, x'00')",
+            ("K" * 32, APP_FIELDS["redirect_url"], micros),
+        )
+        connection.execute("INSERT INTO permissions VALUES ('acme', 'admin', ?)", (micros,))
+        connection.execute(
+            "INSERT INTO tokens (token_id, digest, app_key, account, grant_type, issued_at, "
+            "expires_at, search_text) VALUES ('t1', ?, ?, 'acme', 'client_credentials', ?, ?, '')",
+            (Credentials().token_digest(token), "K" * 32, micros, micros + 3_600_000_000),
+        )
+        connection.commit()
+        connection.close()
+
+        with Registry(storage=SQLiteStorage(db_path), clock=ManualClock(T0)) as registry:
+            check = registry.check_token(token)
+            code = registry.authorize(
+                "K" * 32, "acme", redirect_url=APP_FIELDS["redirect_url"], approved_by="alice"
+            ).code
+            issued = registry.exchange_code("K" * 32, code, redirect_url=APP_FIELDS["redirect_url"])
+            rotated = registry.refresh("K" * 32, issued.refresh_token or "")
+            reasons = [registry.check_token(t).reason for t in (issued.token, rotated.token)]
+        assert check.token is not None
+        assert ("allowed", "t1", None) == (
+            check.reason,
+            check.token.token_id,
+            check.token.family_id,
+        )
+        assert ["allowed", "allowed"] == reasons
+        assert [(SCHEMA_VERSION,)] == pragma(db_path, "user_version")
+
     def test_a_newer_schema_is_refused_untouched(self, open_sqlite: Any, db_path: Path) -> None:
         open_sqlite().close()
         connection = sqlite3.connect(db_path)

@@ -21,7 +21,7 @@ from datetime import datetime
 
 import attrs
 
-from ._records import AccessToken, App, AppsPermission, Grant, Installation
+from ._records import AccessToken, App, AppsPermission, Grant, Installation, TokenContext
 
 __all__ = [
     "BUILTIN_RULES",
@@ -274,3 +274,32 @@ class Policy:
             if decision is not None and not decision.allowed:
                 return decision
         return _ALLOWED
+
+    def _evaluate_token(self, context: TokenContext, now: datetime) -> Decision:
+        """``evaluate(AccessRequest.for_token(...), now)`` for a known token, made cheap.
+
+        Every API request checks a token, and nearly every check is allowed. So the built-in
+        rules' conditions for letting a known token act are tested here directly, with no
+        request built; whenever one of them fails, or the policy has host rules or is a
+        subclass, the request is built and `evaluate` decides, so every denial and its detail
+        come from the rules themselves.
+        """
+        token, app, installation = context.token, context.app, context.installation
+        client_credentials = token.grant is Grant.CLIENT_CREDENTIALS
+        if (
+            now < token.expires_at  # token_unexpired (token_known: the token was found)
+            and app is not None  # app_known
+            and app.enabled  # app_enabled
+            and (
+                client_credentials  # installation_present: only needed by other grants
+                if installation is None
+                else not installation.suspended  # installation_active
+            )
+            and context.permission is not None  # account_permitted
+            and (app.trusted or not client_credentials)  # app_trusted
+            and not self.extra_rules
+            and type(self) is Policy
+        ):
+            return _ALLOWED
+        request = AccessRequest.for_token(token, app, installation, context.permission)
+        return self.evaluate(request, now)

@@ -1,7 +1,7 @@
 """The records: immutable values that the Registry reads, decides on and stores.
 
-Records never hold a plaintext secret or token. The two values that carry one on their way
-to the caller, `RegisteredApp` and `IssuedToken`, keep it out of their ``repr``.
+Records never hold a plaintext secret, token or code. The values that carry one on their way
+to the caller, `RegisteredApp`, `IssuedToken` and `IssuedCode`, keep it out of their ``repr``.
 """
 
 from __future__ import annotations
@@ -94,6 +94,62 @@ class AccessToken:
     issued_at: datetime
     expires_at: datetime
     user_agent: str | None = None
+    #: The grant family (one authorization) the token belongs to, so that a family can be
+    #: revoked at once; ``None`` for tokens issued outside a family (client credentials).
+    family_id: str | None = None
+
+    def is_expired(self, now: datetime) -> bool:
+        """Whether the token is dead at ``now``: from ``expires_at`` on, it is."""
+        return now >= self.expires_at
+
+
+@attrs.frozen
+class AuthorizationCode:
+    """The stored facts about an authorization code; the code itself is only ever a digest.
+
+    A code is bound to its app and redirect URL, lives ten minutes by default and works once.
+    ``code_challenge`` is the PKCE challenge (RFC 7636), stored only with method ``"S256"``;
+    it is a hash of the client's verifier, not a secret.
+
+    >>> from datetime import datetime, timedelta, UTC
+    >>> t0 = datetime(2015, 4, 20, 9, 56, 40, tzinfo=UTC)
+    >>> code = AuthorizationCode("K" * 32, "acme", "https://example.com/cb", "alice", t0,
+    ...                          t0 + timedelta(minutes=10))
+    >>> code.is_expired(t0 + timedelta(minutes=9)), code.is_expired(t0 + timedelta(minutes=10))
+    (False, True)
+    """
+
+    app_key: str
+    account: str
+    redirect_url: str
+    approved_by: str
+    issued_at: datetime
+    expires_at: datetime
+    code_challenge: str | None = None
+    code_challenge_method: str | None = None
+
+    def is_expired(self, now: datetime) -> bool:
+        """Whether the code is dead at ``now``: from ``expires_at`` on, it is."""
+        return now >= self.expires_at
+
+
+@attrs.frozen
+class RefreshToken:
+    """The stored facts about a refresh token; the token itself is only ever a digest.
+
+    Every refresh token belongs to a family: the access and refresh tokens of one
+    authorization. Using it rotates it (``rotated_at`` is set, a new one is issued in the same
+    family); presenting a rotated one again revokes the whole family.
+    """
+
+    token_id: str
+    family_id: str
+    app_key: str
+    account: str
+    grant: Grant
+    issued_at: datetime
+    expires_at: datetime
+    rotated_at: datetime | None = None
 
     def is_expired(self, now: datetime) -> bool:
         """Whether the token is dead at ``now``: from ``expires_at`` on, it is."""
@@ -167,14 +223,35 @@ class RegisteredApp:
 
 @attrs.frozen
 class IssuedToken:
-    """A freshly issued access token: ``token`` goes to the client and is never shown again."""
+    """A freshly issued access token: ``token`` goes to the client and is never shown again.
+
+    ``refresh_token``, when the grant comes with one (the authorization-code flow), is shown
+    this once too. Neither appears in the ``repr``.
+    """
 
     token: str = attrs.field(repr=False)
     record: AccessToken
+    refresh_token: str | None = attrs.field(default=None, repr=False)
 
     def expires_in(self, now: datetime) -> int:
         """Whole seconds from ``now`` until the token expires, as OAuth's ``expires_in``."""
         return max(0, int((self.record.expires_at - now).total_seconds()))
+
+
+@attrs.frozen
+class IssuedCode:
+    """A freshly issued authorization code: ``code`` goes to the client via the user agent.
+
+    >>> from datetime import datetime, timedelta, UTC
+    >>> t0 = datetime(2015, 4, 20, 9, 56, 40, tzinfo=UTC)
+    >>> record = AuthorizationCode("K" * 32, "acme", "https://example.com/cb", "alice", t0,
+    ...                            t0 + timedelta(minutes=10))
+    >>> "c0de" in repr(IssuedCode("c0de", record))
+    False
+    """
+
+    code: str = attrs.field(repr=False)
+    record: AuthorizationCode
 
 
 @attrs.frozen
@@ -206,6 +283,8 @@ class EventKind(enum.StrEnum):
     TOKEN_ISSUED = "token_issued"
     TOKENS_REMOVED = "tokens_removed"
     TOKENS_PURGED = "tokens_purged"
+    CODE_ISSUED = "code_issued"
+    FAMILY_REVOKED = "family_revoked"
 
 
 @attrs.frozen

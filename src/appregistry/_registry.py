@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import enum
+import hmac
 import logging
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, TypeAlias, cast
 
 import attrs
 
@@ -18,14 +19,17 @@ from ._records import (
     App,
     AppListing,
     AppsPermission,
+    AuthorizationCode,
     Event,
     EventKind,
     Grant,
     ImportedCredentials,
     Installation,
     InstallationListing,
+    IssuedCode,
     IssuedToken,
     Page,
+    RefreshToken,
     RegisteredApp,
 )
 from ._validation import (
@@ -39,6 +43,7 @@ from .errors import (
     Denied,
     FieldProblem,
     InstallationNotFound,
+    InvalidGrant,
     LimitExceeded,
     SecretNotRetrievable,
     TokenNotFound,
@@ -57,6 +62,10 @@ Listener: TypeAlias = Callable[[Event], None]
 
 #: Default lifetime of an access token (R18).
 DEFAULT_TOKEN_LIFETIME: Final = timedelta(hours=1)
+#: Default lifetime of an authorization code, as in the original system.
+DEFAULT_CODE_LIFETIME: Final = timedelta(minutes=10)
+#: Default lifetime of a refresh token; each rotation issues one that lives this long.
+DEFAULT_REFRESH_TOKEN_LIFETIME: Final = timedelta(days=30)
 #: Default number of apps one owner may register (R9).
 DEFAULT_MAX_APPS_PER_OWNER: Final = 1000
 #: Most token ids one removal may name.
@@ -65,6 +74,8 @@ MAX_TOKEN_IDS_PER_REMOVAL: Final = 1000
 _MAX_PRESENTED_TOKEN: Final = 512
 _KEY_ATTEMPTS: Final = 5
 _DEFAULT_PURGE_BATCH: Final = 1000
+#: Larger purge batches are cut to this: a batch must stay short, and its LIMIT must fit SQL.
+_MAX_PURGE_BATCH: Final = 100_000
 
 
 class _Unset(enum.Enum):
@@ -134,6 +145,9 @@ class Registry:
         clock: Returns the current time (aware). Read once per operation.
         policy: The rules; `Policy()` holds the built-in ones, hosts add theirs.
         token_lifetime: How long an access token lives (R18).
+        code_lifetime: How long an authorization code lives (ten minutes).
+        refresh_token_lifetime: How long a refresh token lives (30 days); a rotation issues
+            a new one that lives as long again.
         max_apps_per_owner: How many apps one owner may register (R9).
         pepper: A server-side key for token and secret digests, kept outside the database.
         secret_encryption_key: A Fernet key. With it, secrets are stored encrypted and
@@ -152,6 +166,12 @@ class Registry:
     _token_lifetime: timedelta = attrs.field(
         default=DEFAULT_TOKEN_LIFETIME, alias="token_lifetime", kw_only=True
     )
+    _code_lifetime: timedelta = attrs.field(
+        default=DEFAULT_CODE_LIFETIME, alias="code_lifetime", kw_only=True
+    )
+    _refresh_token_lifetime: timedelta = attrs.field(
+        default=DEFAULT_REFRESH_TOKEN_LIFETIME, alias="refresh_token_lifetime", kw_only=True
+    )
     _max_apps_per_owner: int = attrs.field(
         default=DEFAULT_MAX_APPS_PER_OWNER, alias="max_apps_per_owner", kw_only=True
     )
@@ -167,6 +187,8 @@ class Registry:
     def __attrs_post_init__(self) -> None:
         if self._token_lifetime <= timedelta(0):
             raise ValueError("token_lifetime must be positive")
+        if self._code_lifetime <= timedelta(0) or self._refresh_token_lifetime <= timedelta(0):
+            raise ValueError("code_lifetime and refresh_token_lifetime must be positive")
         if self._max_apps_per_owner < 1:
             raise ValueError("max_apps_per_owner must be at least 1")
         self._credentials = cred.Credentials(
@@ -198,16 +220,18 @@ class Registry:
 
     @staticmethod
     def _app(tx: UnitOfWork, key: str) -> App:
-        app = tx.apps.get(key) if _is_text(key) else None
+        app = tx.apps.get(key) if _is_id(key) else None
         if app is None:
             raise AppNotFound(str(key))
         return app
 
     @staticmethod
     def _installation(tx: UnitOfWork, key: str, account: str) -> Installation:
-        installation = tx.installations.get(key, account)
+        installation = (
+            tx.installations.get(key, account) if _is_id(key) and _is_id(account) else None
+        )
         if installation is None:
-            raise InstallationNotFound(key, account)
+            raise InstallationNotFound(str(key), str(account))
         return installation
 
     def close(self) -> None:
@@ -293,15 +317,16 @@ class Registry:
     @staticmethod
     def _new_key(tx: UnitOfWork, credentials: ImportedCredentials | None) -> str:
         if credentials is not None:
-            if tx.apps.get(credentials.key) is not None:
+            # A removed app's key never authenticates again (R13), not even imported anew.
+            if tx.apps.get(credentials.key) is not None or tx.apps.key_retired(credentials.key):
                 raise ValidationError(
-                    [FieldProblem("key", "taken", "an app with this key already exists")]
+                    [FieldProblem("key", "taken", "an app with this key exists or was removed")]
                 )
             return credentials.key
         # 190 random bits make a collision practically impossible; checking costs one look-up.
         for _ in range(_KEY_ATTEMPTS):
             key = cred.generate_key()
-            if tx.apps.get(key) is None:
+            if tx.apps.get(key) is None and not tx.apps.key_retired(key):
                 return key
         raise RuntimeError("could not generate an unused app key")  # pragma: no cover
 
@@ -365,7 +390,9 @@ class Registry:
             return self._app(tx, key)
 
     def regenerate_secret(self, key: str) -> RegisteredApp:
-        """Replace the app's secret and remove all its access tokens, in one transaction (R8).
+        """Replace the app's secret and remove all its tokens, in one transaction (R8).
+
+        Its access tokens, refresh tokens and authorization codes all go.
 
         Returns:
             The app and its new secret, shown this once (unless secrets are kept encrypted).
@@ -380,13 +407,17 @@ class Registry:
             app = self._app(tx, key)
             tx.apps.set_secret(key, stored)
             removed = tx.tokens.remove_all_of_app(key)
+            grants = _grants_removed(
+                codes=tx.codes.remove_all_of_app(key),
+                refresh=tx.refresh_tokens.remove_all_of_app(key),
+            )
             events.append(
                 Event(
                     EventKind.APP_SECRET_REGENERATED,
                     now,
                     key,
                     app.owner,
-                    {"tokens_removed": removed},
+                    {"tokens_removed": removed, **grants},
                 )
             )
         return RegisteredApp(app, secret)
@@ -439,6 +470,9 @@ class Registry:
     def remove_app(self, key: str) -> None:
         """Remove the app with its installations and tokens, in one transaction (R13).
 
+        Its refresh tokens and authorization codes go too, and its key is retired: it never
+        authenticates again, and cannot be registered (imported) again.
+
         Raises:
             AppNotFound: No app has ``key``.
         """
@@ -446,6 +480,10 @@ class Registry:
         with self._transaction() as (tx, events):
             app = self._app(tx, key)
             tokens = tx.tokens.remove_all_of_app(key)
+            grants = _grants_removed(
+                codes=tx.codes.remove_all_of_app(key),
+                refresh=tx.refresh_tokens.remove_all_of_app(key),
+            )
             installations = tx.installations.remove_all_of_app(key)
             tx.apps.remove(key)
             events.append(
@@ -454,7 +492,11 @@ class Registry:
                     now,
                     key,
                     app.owner,
-                    {"tokens_removed": tokens, "installations_removed": installations},
+                    {
+                        "tokens_removed": tokens,
+                        "installations_removed": installations,
+                        **grants,
+                    },
                 )
             )
 
@@ -524,7 +566,7 @@ class Registry:
     def get_permission(self, account: str) -> AppsPermission | None:
         """The account's apps permission, or ``None`` if it has none."""
         with self._transaction() as (tx, _):
-            return tx.permissions.get(account)
+            return tx.permissions.get(account) if _is_id(account) else None
 
     def install_app(self, key: str, account: str, *, by: str) -> Installation:
         """Install (authorize) the app on the account (R15).
@@ -593,8 +635,10 @@ class Registry:
     def uninstall_app(self, key: str, account: str) -> int:
         """Remove the installation and the account's tokens for the app (R15).
 
+        The account's refresh tokens and authorization codes for the app go too.
+
         Returns:
-            How many tokens were removed.
+            How many access tokens were removed.
 
         Raises:
             InstallationNotFound: The app is not installed on the account.
@@ -603,9 +647,19 @@ class Registry:
         with self._transaction() as (tx, events):
             self._installation(tx, key, account)
             removed = tx.tokens.remove_for(key, account)
+            grants = _grants_removed(
+                codes=tx.codes.remove_for(key, account),
+                refresh=tx.refresh_tokens.remove_for(key, account),
+            )
             tx.installations.remove(key, account)
             events.append(
-                Event(EventKind.APP_UNINSTALLED, now, key, account, {"tokens_removed": removed})
+                Event(
+                    EventKind.APP_UNINSTALLED,
+                    now,
+                    key,
+                    account,
+                    {"tokens_removed": removed, **grants},
+                )
             )
         return removed
 
@@ -661,9 +715,12 @@ class Registry:
         token = cred.generate_token()
         digest = self._credentials.token_digest(token)
         with self._transaction() as (tx, events):
-            app = tx.apps.get(key)
+            known = _is_id(key)
+            app = tx.apps.get(key) if known else None
             # Always compare, even for an unknown key, so both take the same time (R25).
-            credentials_valid = self._credentials.secret_matches(tx.apps.get_secret(key), secret)
+            credentials_valid = self._credentials.secret_matches(
+                tx.apps.get_secret(key) if known else None, secret
+            )
             client_credentials = account is None
             acting_for = (app.owner if app is not None else None) if account is None else account
             request = AccessRequest(
@@ -672,7 +729,9 @@ class Registry:
                 account=acting_for,
                 # The owner's installation too, if any: suspending it there stops the app (R12).
                 installation=(
-                    tx.installations.get(key, acting_for) if acting_for is not None else None
+                    tx.installations.get(key, acting_for)
+                    if known and acting_for is not None
+                    else None
                 ),
                 permission=tx.permissions.get(acting_for) if acting_for is not None else None,
                 needs_installation=not client_credentials,
@@ -713,16 +772,15 @@ class Registry:
         >>> Registry(storage=MemoryStorage()).check_token("no such token").reason
         <Reason.TOKEN_UNKNOWN: 'token_unknown'>
         """
+        # Every API request runs this, so the policy's fast path skips building an
+        # AccessRequest for the common, allowed case (see Policy._evaluate_token).
         now = self._now()
-        if not _is_text(token) or not token or len(token) > _MAX_PRESENTED_TOKEN:
+        if not _is_text(token) or not 0 < len(token) <= _MAX_PRESENTED_TOKEN:
             return _UNKNOWN_TOKEN
         context = self._storage.token_context(self._credentials.token_digest(token))
         if context is None:
             return _UNKNOWN_TOKEN
-        request = AccessRequest.for_token(
-            context.token, context.app, context.installation, context.permission
-        )
-        return TokenCheck(self._policy.evaluate(request, now), context.token)
+        return TokenCheck(self._policy._evaluate_token(context, now), context.token)
 
     def list_tokens(
         self,
@@ -766,7 +824,12 @@ class Registry:
             TokenNotFound: An id names no token (in the given scope); nothing is removed.
             ValidationError: ``token_ids`` is not a collection of strings, or too long.
         """
-        if _is_text(token_ids) or not all(_is_text(t) for t in token_ids):
+        if (
+            _is_text(token_ids)
+            # Typed as a collection, but hosts pass outside input through: check at run time.
+            or not isinstance(cast(object, token_ids), Collection)
+            or not all(_is_text(t) for t in token_ids)
+        ):
             raise ValidationError(
                 [FieldProblem("token_ids", "invalid", "token_ids must be a list of token ids")]
             )
@@ -784,7 +847,7 @@ class Registry:
         with self._transaction() as (tx, events):
             found = []
             for token_id in dict.fromkeys(token_ids):
-                record = tx.tokens.get(token_id)
+                record = tx.tokens.get(token_id) if _is_id(token_id) else None
                 if record is None or (key is not None and record.app_key != key):
                     raise TokenNotFound(token_id)
                 if account is not None and record.account != account:
@@ -800,8 +863,10 @@ class Registry:
     def remove_all_tokens(self, key: str, account: str) -> int:
         """Remove every token of the app on the account (R20). The app may obtain new ones.
 
+        The account's refresh tokens and authorization codes for the app go too.
+
         Returns:
-            How many tokens were removed.
+            How many access tokens were removed.
 
         Raises:
             AppNotFound: No app has ``key``.
@@ -809,10 +874,16 @@ class Registry:
         now = self._now()
         with self._transaction() as (tx, events):
             self._app(tx, key)
-            removed = tx.tokens.remove_for(key, account)
-            if removed:
+            removed, grants = 0, {}
+            if _is_id(account):
+                removed = tx.tokens.remove_for(key, account)
+                grants = _grants_removed(
+                    codes=tx.codes.remove_for(key, account),
+                    refresh=tx.refresh_tokens.remove_for(key, account),
+                )
+            if removed or grants:
                 events.append(
-                    Event(EventKind.TOKENS_REMOVED, now, key, account, {"count": removed})
+                    Event(EventKind.TOKENS_REMOVED, now, key, account, {"count": removed, **grants})
                 )
         return removed
 
@@ -821,36 +892,551 @@ class Registry:
     ) -> int:
         """Delete expired tokens in bounded batches, one short transaction each (R22).
 
+        Expired authorization codes and refresh tokens are deleted alongside, in batches of
+        the same size.
+
         Args:
-            batch_size: Most tokens deleted per transaction.
+            batch_size: Most tokens (and most codes, and most refresh tokens) deleted per
+                transaction; at most 100 000 (a larger size is cut to that).
             max_batches: Stop after this many batches (``None``: until none are left).
 
         Returns:
-            How many tokens were deleted.
+            How many access tokens, codes and refresh tokens were deleted, together.
         """
         if batch_size < 1 or (max_batches is not None and max_batches < 1):
             raise ValueError("batch_size and max_batches must be at least 1")
+        batch_size = min(batch_size, _MAX_PURGE_BATCH)
         now = self._now()
         total = 0
         batches = 0
         while max_batches is None or batches < max_batches:
             with self._transaction() as (tx, events):
                 deleted = tx.tokens.purge_expired(now=now, limit=batch_size)
-                if deleted:
-                    events.append(Event(EventKind.TOKENS_PURGED, now, details={"count": deleted}))
-            total += deleted
+                codes = tx.codes.purge_expired(now=now, limit=batch_size)
+                refresh = tx.refresh_tokens.purge_expired(now=now, limit=batch_size)
+                if deleted or codes or refresh:
+                    details = {"count": deleted, **_nonzero(codes=codes, refresh_tokens=refresh)}
+                    events.append(Event(EventKind.TOKENS_PURGED, now, details=details))
+            total += deleted + codes + refresh
             batches += 1
-            if deleted < batch_size:
+            if max(deleted, codes, refresh) < batch_size:
                 break
         return total
 
+    # -- OAuth 2.0 grants -------------------------------------------------------------------
+    #
+    # The operations an OAuth 2.0 server (such as `appregistry.oauth2`) is built on. Client
+    # authentication is a separate step (`authenticate_client`): the grant operations trust
+    # the ``key`` they are given.
+
+    def authenticate_client(self, key: str, secret: str) -> Decision:
+        """Check an app's key and secret, as a token endpoint authenticates its client (R25).
+
+        An unknown key (a removed app's too, R13) and a wrong secret give the same decision,
+        after the same work. Whether the app is enabled or trusted is not looked at: that is
+        decided when a token is issued.
+
+        Returns:
+            `Decision.allow`, or a denial with reason ``bad_credentials``.
+
+        >>> from appregistry.storage.memory import MemoryStorage
+        >>> Registry(storage=MemoryStorage()).authenticate_client("K" * 32, "S" * 32).reason
+        <Reason.BAD_CREDENTIALS: 'bad_credentials'>
+        """
+        if not _is_text(secret):
+            return _BAD_CREDENTIALS
+        with self._transaction() as (tx, _):
+            stored = tx.apps.get_secret(key) if _is_id(key) else None
+            # Always compare, even for an unknown key, so both take the same time (R25).
+            valid = self._credentials.secret_matches(stored, secret)
+        return Decision.allow() if valid else _BAD_CREDENTIALS
+
+    def redirect_url_matches(self, key: str, redirect_url: str) -> bool:
+        """Whether ``redirect_url`` is the app's redirect URL (R4).
+
+        Compared exactly after the normalization registration applies (host case and IDN
+        spelling, percent-encoding, default port), never as a prefix. ``False`` for an
+        unknown key, and for a URL that is not a valid redirect URL.
+        """
+        with self._transaction() as (tx, _):
+            app = tx.apps.get(key) if _is_id(key) else None
+        return app is not None and _same_redirect(app.redirect_url, redirect_url)
+
+    def authorize(
+        self,
+        key: str,
+        account: str,
+        *,
+        redirect_url: str,
+        approved_by: str,
+        code_challenge: str | None = None,
+        code_challenge_method: str | None = None,
+    ) -> IssuedCode:
+        """A user approved the app on the account: install it there and issue a code.
+
+        This ends the consent step of the authorization-code flow. The app is installed on
+        ``account`` (R15, by ``approved_by``) unless it already is, and an authorization code
+        bound to the app and the redirect URL is issued. The code lives ``code_lifetime``
+        (ten minutes by default) and works once, in `exchange_code`.
+
+        Args:
+            key: The app (OAuth's ``client_id``).
+            account: The account the app will act for.
+            redirect_url: The request's ``redirect_uri``: exactly the app's (R4).
+            approved_by: The user who approved, holding the account's apps permission.
+            code_challenge, code_challenge_method: PKCE (RFC 7636). Only ``"S256"`` is
+                accepted: ``"plain"`` is refused, and so is a challenge without a method
+                (which RFC 7636 reads as ``"plain"``).
+
+        Returns:
+            The code, to send to the redirect URL, and its record.
+
+        Raises:
+            ValidationError: A malformed account, user or PKCE parameter, or a redirect URL
+                that is not the app's (field ``redirect_url``, code ``mismatch``: never
+                redirect there); every problem at once. Nothing is written.
+            Denied: The app is unknown or disabled, the account is not permitted to use apps,
+                or the app is suspended on the account. Nothing is written.
+        """
+        problems = Problems()
+        account = problems.identifier("account", account)  # type: ignore[assignment]
+        approved_by = problems.identifier("approved_by", approved_by)  # type: ignore[assignment]
+        _check_pkce(problems, code_challenge, code_challenge_method)
+        now = self._now()
+        code = cred.generate_token()
+        digest = self._credentials.code_digest(code)
+        with self._transaction() as (tx, events):
+            app = tx.apps.get(key) if _is_id(key) else None
+            if app is not None and not _same_redirect(app.redirect_url, redirect_url):
+                problems.add(
+                    "redirect_url", "mismatch", "redirect_url is not the app's redirect URL"
+                )
+            problems.raise_if_any()
+            existing = tx.installations.get(key, account) if app is not None else None
+            request = AccessRequest(
+                Action.INSTALL,
+                app=app,
+                account=account,
+                # An existing installation stays as it is: suspended, it is denied (R12).
+                installation=existing,
+                permission=tx.permissions.get(account),
+            )
+            decision = self._policy.evaluate(request, now)
+            if not decision.allowed or app is None:
+                raise Denied(decision, f"cannot authorize the app: {decision.detail}")
+            if existing is None:
+                tx.installations.put(Installation(app.key, account, approved_by, now))
+                events.append(
+                    Event(EventKind.APP_INSTALLED, now, app.key, account, {"by": approved_by})
+                )
+            record = AuthorizationCode(
+                app_key=app.key,
+                account=account,
+                redirect_url=app.redirect_url,
+                approved_by=approved_by,
+                issued_at=now,
+                expires_at=now + self._code_lifetime,
+                code_challenge=code_challenge,
+                code_challenge_method=code_challenge_method,
+            )
+            tx.codes.add(record, digest)
+            events.append(
+                Event(
+                    EventKind.CODE_ISSUED,
+                    now,
+                    app.key,
+                    account,
+                    {"by": approved_by, "pkce": code_challenge_method},
+                )
+            )
+        return IssuedCode(code, record)
+
+    def exchange_code(
+        self,
+        key: str,
+        code: str,
+        *,
+        redirect_url: str,
+        code_verifier: str | None = None,
+        user_agent: str | None = None,
+    ) -> IssuedToken:
+        """Exchange an authorization code for an access token and a refresh token.
+
+        **The caller must have authenticated the client already** (`authenticate_client`,
+        or the OAuth server's client authentication): this method believes that ``key`` is
+        the app asking, and checks only that the code was issued to it.
+
+        The code is taken first, so it works once, even when the exchange then fails. It
+        must have been issued to this app for this ``redirect_url`` (exactly, R4), be
+        unexpired, and, when it was issued with a PKCE challenge, come with the verifier
+        whose S256 hash is that challenge. A verifier for a code issued without a challenge
+        is refused too (a PKCE downgrade, RFC 9700). Then the policy decides as for any token
+        issued for the account: the app enabled, installed and active there, the account
+        permitted (R11, R12, R14, R15).
+
+        The tokens are a new grant family: `refresh` rotates within it, `revoke` ends it.
+
+        Returns:
+            The access token (grant ``authorization_code``) with its ``refresh_token``.
+
+        Raises:
+            InvalidGrant: The code is unknown, used, expired, another app's or another
+                redirect URL's, or the PKCE verifier is missing, malformed or wrong. Its
+                message is the same for all; ``detail`` says which, for logs.
+            Denied: The policy refused; ``error.decision`` says why.
+            ValidationError: ``user_agent`` is malformed (checked before the code is taken).
+        """
+        user_agent = _checked_user_agent(user_agent)
+        if not _is_presented(code):
+            raise InvalidGrant("the code is malformed")
+        now = self._now()
+        digest = self._credentials.code_digest(code)
+        with self._transaction() as (tx, events):
+            # A failure is returned, not raised, so that taking the code still commits.
+            outcome = self._exchange(
+                tx,
+                events,
+                now,
+                key=key,
+                digest=digest,
+                redirect_url=redirect_url,
+                verifier=code_verifier,
+                user_agent=user_agent,
+            )
+        if isinstance(outcome, IssuedToken):
+            return outcome
+        raise outcome
+
+    def _exchange(
+        self,
+        tx: UnitOfWork,
+        events: list[Event],
+        now: datetime,
+        *,
+        key: str,
+        digest: bytes,
+        redirect_url: object,
+        verifier: object,
+        user_agent: str | None,
+    ) -> IssuedToken | InvalidGrant | Denied:
+        record = tx.codes.take(digest)
+        if record is None:
+            return InvalidGrant("the code is unknown, used or purged")
+        if record.app_key != key:
+            return InvalidGrant("the code was issued to another app")
+        if not _same_redirect(record.redirect_url, redirect_url):
+            return InvalidGrant("the redirect URL is not the one the code was issued for")
+        if record.is_expired(now):
+            return InvalidGrant("the code has expired")
+        pkce_failure = _pkce_failure(record, verifier)
+        if pkce_failure is not None:
+            return InvalidGrant(pkce_failure)
+        app = tx.apps.get(record.app_key)
+        decision = self._grant_decision(tx, app, record.account, Grant.AUTHORIZATION_CODE, now)
+        if not decision.allowed or app is None:
+            return Denied(decision, "the app may not act for the account")
+        return self._issue_pair(
+            tx,
+            events,
+            now,
+            app=app,
+            account=record.account,
+            grant=Grant.AUTHORIZATION_CODE,
+            family_id=cred.generate_token_id(),
+            user_agent=user_agent,
+        )
+
+    def refresh(
+        self, key: str, refresh_token: str, *, user_agent: str | None = None
+    ) -> IssuedToken:
+        """Rotate a refresh token: a new access token and a new refresh token, same family.
+
+        **The caller must have authenticated the client already**, as for `exchange_code`.
+
+        A refresh token works once. Presenting one that was already used means it leaked
+        (or its holder is confused): the whole family is revoked, its access tokens and
+        refresh tokens alike, that revocation is committed, and then `InvalidGrant` is raised.
+        Otherwise the policy decides as for a token of the family's grant (R11, R12, R14,
+        R19); a denied refresh token is left unused, so it works again once the app may act.
+
+        Returns:
+            The new access token with its ``refresh_token``.
+
+        Raises:
+            InvalidGrant: The refresh token is unknown, revoked, expired, another app's, or
+                was used before (and its family is now revoked). ``detail`` says which.
+            Denied: The policy refused; ``error.decision`` says why.
+            ValidationError: ``user_agent`` is malformed.
+        """
+        user_agent = _checked_user_agent(user_agent)
+        if not _is_presented(refresh_token):
+            raise InvalidGrant("the refresh token is malformed")
+        now = self._now()
+        digest = self._credentials.refresh_digest(refresh_token)
+        with self._transaction() as (tx, events):
+            # A failure is returned, not raised, so that a family revocation still commits.
+            outcome = self._refresh(tx, events, now, key=key, digest=digest, user_agent=user_agent)
+        if isinstance(outcome, IssuedToken):
+            return outcome
+        raise outcome
+
+    def _refresh(
+        self,
+        tx: UnitOfWork,
+        events: list[Event],
+        now: datetime,
+        *,
+        key: str,
+        digest: bytes,
+        user_agent: str | None,
+    ) -> IssuedToken | InvalidGrant | Denied:
+        record = tx.refresh_tokens.get(digest)
+        if record is None:
+            return InvalidGrant("the refresh token is unknown, revoked or purged")
+        if record.app_key != key:
+            return InvalidGrant("the refresh token was issued to another app")
+        if record.rotated_at is not None:
+            self._revoke_family(tx, events, now, record, cause="reuse")
+            return InvalidGrant("the refresh token was used before; its family is revoked")
+        if record.is_expired(now):
+            return InvalidGrant("the refresh token has expired")
+        app = tx.apps.get(record.app_key)
+        decision = self._grant_decision(tx, app, record.account, record.grant, now)
+        if not decision.allowed or app is None:
+            return Denied(decision, "the app may not act for the account")
+        tx.refresh_tokens.mark_rotated(record.token_id, now)
+        return self._issue_pair(
+            tx,
+            events,
+            now,
+            app=app,
+            account=record.account,
+            grant=record.grant,
+            family_id=record.family_id,
+            user_agent=user_agent,
+        )
+
+    def revoke(self, token: str, *, key: str | None = None) -> bool:
+        """Revoke an access token or a refresh token (RFC 7009).
+
+        An access token is removed. A refresh token revokes its whole family: every access
+        and refresh token of that authorization. Anything else (unknown, already revoked,
+        malformed, not text) is a no-op: this never raises for bad input.
+
+        Args:
+            token: The token, as the client holds it.
+            key: When given, only a token of this app is revoked (RFC 7009 asks the server
+                to check that the token was issued to the client revoking it).
+
+        Returns:
+            Whether a token was revoked.
+        """
+        if not _is_presented(token):
+            return False
+        now = self._now()
+        with self._transaction() as (tx, events):
+            access = tx.tokens.get_by_digest(self._credentials.token_digest(token))
+            if access is not None:
+                if key is not None and access.app_key != key:
+                    return False
+                tx.tokens.remove([access.token_id])
+                events.append(
+                    Event(
+                        EventKind.TOKENS_REMOVED,
+                        now,
+                        access.app_key,
+                        access.account,
+                        {"token_ids": [access.token_id]},
+                    )
+                )
+                return True
+            refresh = tx.refresh_tokens.get(self._credentials.refresh_digest(token))
+            if refresh is None or (key is not None and refresh.app_key != key):
+                return False
+            self._revoke_family(tx, events, now, refresh, cause="revoked")
+        return True
+
+    def _grant_decision(
+        self, tx: UnitOfWork, app: App | None, account: str, grant: Grant, now: datetime
+    ) -> Decision:
+        # The policy on issuing a token of ``grant`` for ``account``, as `issue_token` asks
+        # it, without the credentials (the caller authenticated the client).
+        client_credentials = grant is Grant.CLIENT_CREDENTIALS
+        request = AccessRequest(
+            Action.ISSUE_TOKEN,
+            app=app,
+            account=account,
+            installation=tx.installations.get(app.key, account) if app is not None else None,
+            permission=tx.permissions.get(account),
+            needs_installation=not client_credentials,
+            needs_trust=client_credentials,
+        )
+        return self._policy.evaluate(request, now)
+
+    def _issue_pair(
+        self,
+        tx: UnitOfWork,
+        events: list[Event],
+        now: datetime,
+        *,
+        app: App,
+        account: str,
+        grant: Grant,
+        family_id: str,
+        user_agent: str | None,
+    ) -> IssuedToken:
+        token, refresh = cred.generate_token(), cred.generate_token()
+        record = AccessToken(
+            token_id=cred.generate_token_id(),
+            app_key=app.key,
+            account=account,
+            grant=grant,
+            issued_at=now,
+            expires_at=now + self._token_lifetime,
+            user_agent=user_agent,
+            family_id=family_id,
+        )
+        refresh_record = RefreshToken(
+            token_id=cred.generate_token_id(),
+            family_id=family_id,
+            app_key=app.key,
+            account=account,
+            grant=grant,
+            issued_at=now,
+            expires_at=now + self._refresh_token_lifetime,
+        )
+        tx.tokens.add(record, self._credentials.token_digest(token))
+        tx.refresh_tokens.add(refresh_record, self._credentials.refresh_digest(refresh))
+        events.append(
+            Event(
+                EventKind.TOKEN_ISSUED,
+                now,
+                app.key,
+                account,
+                {
+                    "token_id": record.token_id,
+                    "grant": str(grant),
+                    "family_id": family_id,
+                    "refresh_token_id": refresh_record.token_id,
+                },
+            )
+        )
+        return IssuedToken(token, record, refresh)
+
+    @staticmethod
+    def _revoke_family(
+        tx: UnitOfWork, events: list[Event], now: datetime, member: RefreshToken, *, cause: str
+    ) -> None:
+        refresh_tokens = tx.refresh_tokens.remove_family(member.family_id)
+        tokens = tx.tokens.remove_family(member.family_id)
+        events.append(
+            Event(
+                EventKind.FAMILY_REVOKED,
+                now,
+                member.app_key,
+                member.account,
+                {
+                    "family_id": member.family_id,
+                    "cause": cause,
+                    "tokens_removed": tokens,
+                    "refresh_tokens_removed": refresh_tokens,
+                },
+            )
+        )
+
 
 _UNKNOWN_TOKEN: Final = TokenCheck(Decision(Reason.TOKEN_UNKNOWN, "the token is not known"))
+# One decision for an unknown key and a wrong secret alike (R25).
+_BAD_CREDENTIALS: Final = Decision(Reason.BAD_CREDENTIALS, "the key or secret is wrong")
+
+
+def _is_presented(token: object) -> bool:
+    # A token, code or refresh token as a client presents it: worth digesting and looking up.
+    return isinstance(token, str) and 0 < len(token) <= _MAX_PRESENTED_TOKEN
+
+
+def _checked_user_agent(user_agent: object) -> str | None:
+    problems = Problems()
+    checked = problems.text(
+        "user_agent", user_agent, max_length=MAX_USER_AGENT_LENGTH, required=False
+    )
+    problems.raise_if_any()
+    return checked
+
+
+def _same_redirect(expected: str, presented: object) -> bool:
+    # ``expected`` is stored canonical; the presented URL is normalized as registration
+    # normalizes, then compared whole: never as a prefix (R4).
+    problems = Problems()
+    normalized = problems.url("redirect_url", presented, https_only=True)
+    return not problems and normalized == expected
+
+
+def _check_pkce(problems: Problems, challenge: object, method: object) -> None:
+    if challenge is None and method is None:
+        return
+    if method is None:
+        problems.add(
+            "code_challenge_method",
+            "required",
+            'code_challenge_method "S256" is required with a code_challenge ("plain" is refused)',
+        )
+    elif method != "S256":
+        problems.add(
+            "code_challenge_method",
+            "unsupported",
+            'code_challenge_method must be "S256" ("plain" is refused)',
+        )
+    if challenge is None:
+        problems.add("code_challenge", "required", "code_challenge is required with its method")
+    elif not cred.is_s256_challenge(challenge):
+        problems.add(
+            "code_challenge", "invalid", "code_challenge must be 43 base64url characters (S256)"
+        )
+
+
+def _pkce_failure(code: AuthorizationCode, verifier: object) -> str | None:
+    """Why the PKCE check fails for ``code`` and ``verifier``, or ``None`` when it passes."""
+    if code.code_challenge is None:
+        # RFC 9700, 2.1.1: a verifier for a code issued without a challenge is refused, or an
+        # attacker who stripped the challenge from the request would downgrade PKCE unseen.
+        return None if verifier is None else "a code_verifier came for a code issued without PKCE"
+    if verifier is None:
+        return "the code was issued with PKCE: a code_verifier is required"
+    if not cred.is_code_verifier(verifier):
+        return "the code_verifier is malformed"
+    expected = code.code_challenge.encode("ascii", "replace")
+    if not hmac.compare_digest(cred.pkce_s256(str(verifier)).encode("ascii"), expected):
+        return "the code_verifier does not match the code_challenge"
+    return None
+
+
+def _nonzero(**counts: int) -> dict[str, int]:
+    return {name: count for name, count in counts.items() if count}
+
+
+def _grants_removed(*, codes: int, refresh: int) -> dict[str, int]:
+    # Event details for the codes and refresh tokens a cascade removed, only when there were
+    # any: the details of hosts that use no OAuth grants stay as they were.
+    return _nonzero(codes_removed=codes, refresh_tokens_removed=refresh)
 
 
 def _is_text(value: object) -> bool:
     # Public entry points check types at run time too: hosts pass through outside input.
     return isinstance(value, str)
+
+
+def _is_id(value: object) -> bool:
+    # What storage can hold and look up: text that encodes as UTF-8 (no lone surrogates) and
+    # has no NUL (PostgreSQL refuses it). Anything else names nothing, and must not reach a
+    # driver, which would fail with its own error instead of NotFound.
+    if not isinstance(value, str) or "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _group_ids(tokens: Sequence[AccessToken]) -> dict[tuple[str, str], list[str]]:

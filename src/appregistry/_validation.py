@@ -23,6 +23,7 @@ __all__ = [
     "MAX_ACCOUNT_LENGTH",
     "MAX_DESCRIPTION_LENGTH",
     "MAX_NAME_LENGTH",
+    "MAX_PAGE",
     "MAX_PER_PAGE",
     "MAX_SEARCH_LENGTH",
     "MAX_URL_LENGTH",
@@ -46,6 +47,8 @@ MAX_USER_AGENT_LENGTH: Final = 512
 MAX_SEARCH_LENGTH: Final = 200
 #: Largest page size a list accepts.
 MAX_PER_PAGE: Final = 1000
+#: Largest page number a list accepts: the offset it makes must fit a 64-bit SQL integer.
+MAX_PAGE: Final = 1_000_000_000
 #: The phone number as typed, before normalization.
 MAX_PHONE_LENGTH: Final = 40
 
@@ -308,10 +311,10 @@ class Problems:
     # -- lists ------------------------------------------------------------------------------
 
     def paging(self, page: object, per_page: object) -> tuple[int, int]:
-        """A page number (from 1) and a page size (1 to `MAX_PER_PAGE`)."""
+        """A page number (1 to `MAX_PAGE`) and a page size (1 to `MAX_PER_PAGE`)."""
         good_page, good_size = 1, 10
-        if isinstance(page, bool) or not isinstance(page, int) or page < 1:
-            self.add("page", "invalid", "page must be a whole number from 1")
+        if isinstance(page, bool) or not isinstance(page, int) or not 1 <= page <= MAX_PAGE:
+            self.add("page", "invalid", f"page must be a whole number from 1 to {MAX_PAGE}")
         else:
             good_page = page
         if (

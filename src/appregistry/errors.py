@@ -9,6 +9,7 @@ Every error derives from one base, so a host can catch them all at its boundary:
     │   ├── InstallationNotFound
     │   └── TokenNotFound
     ├── Denied                   the policy refused; carries the Decision (for logs, not clients)
+    ├── InvalidGrant             an authorization code or refresh token that cannot be used
     ├── LimitExceeded            a configured quota (apps per owner) is reached
     ├── SecretNotRetrievable     the registry keeps no encrypted copy of secrets
     └── StorageError             the backend failed; the driver's error is chained
@@ -39,6 +40,7 @@ __all__ = [
     "Denied",
     "FieldProblem",
     "InstallationNotFound",
+    "InvalidGrant",
     "LimitExceeded",
     "NotFound",
     "SchemaError",
@@ -132,6 +134,23 @@ class Denied(AppRegistryError, PermissionError):
     def __init__(self, decision: Decision, message: str = "access denied") -> None:
         self.decision = decision
         super().__init__(message)
+
+
+class InvalidGrant(AppRegistryError):
+    """An authorization code or refresh token cannot be used; OAuth's ``invalid_grant``.
+
+    It is unknown, expired, already used, bound to another app or redirect URL, or its PKCE
+    verifier does not match. ``str(error)`` is the same generic message whatever the cause, so
+    a client learns nothing from it; ``detail`` says which it was, for logs.
+
+    >>> error = InvalidGrant("the code has expired")
+    >>> str(error), error.detail
+    ('invalid, expired or used grant', 'the code has expired')
+    """
+
+    def __init__(self, detail: str = "") -> None:
+        self.detail = detail
+        super().__init__("invalid, expired or used grant")
 
 
 class LimitExceeded(AppRegistryError):

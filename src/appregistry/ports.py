@@ -1,7 +1,7 @@
 """The storage ports: what the Registry needs from a backend (S1).
 
 A backend is a `Storage`. The Registry opens one `Storage.transaction` per operation and works
-through its four narrow repositories; the token check, the hot path, is a single call,
+through its six narrow repositories; the token check, the hot path, is a single call,
 `Storage.token_context`, that a SQL backend answers with one query (S3).
 
 Rules every backend follows (the contract suite in `appregistry.testing.contract` checks them):
@@ -11,7 +11,7 @@ Rules every backend follows (the contract suite in `appregistry.testing.contract
   and an issue racing never leave a usable token of a disabled app.
 - Repositories store what they are given; they make no policy decisions and validate nothing:
   the Registry has done that. Missing ids on ``remove`` are a no-op; ``get`` returns ``None``.
-- Nothing here ever receives a plaintext secret or token: only digests and ciphertext.
+- Nothing here ever receives a plaintext secret, token or code: only digests and ciphertext.
 - Driver errors are raised as `appregistry.errors.StorageError` with the driver error chained.
 """
 
@@ -29,18 +29,22 @@ from ._records import (
     App,
     AppListing,
     AppsPermission,
+    AuthorizationCode,
     Installation,
     InstallationListing,
     Page,
+    RefreshToken,
     StoredSecret,
     TokenContext,
 )
 
 __all__ = [
     "AppRepository",
+    "CodeRepository",
     "InstallationRepository",
     "ListQuery",
     "PermissionRepository",
+    "RefreshTokenRepository",
     "Storage",
     "TokenRepository",
     "UnitOfWork",
@@ -96,7 +100,11 @@ class AppRepository(Protocol):
         ...
 
     def remove(self, key: str) -> None:
-        """Remove the app and its secret; a missing key is a no-op."""
+        """Remove the app and its secret, and retire its key; a missing key is a no-op."""
+        ...
+
+    def key_retired(self, key: str) -> bool:
+        """Whether an app with ``key`` was ever removed (R13: its key never works again)."""
         ...
 
     def count_owned(self, owner: str) -> int:
@@ -166,8 +174,16 @@ class TokenRepository(Protocol):
         """The token with this public id, or ``None``."""
         ...
 
+    def get_by_digest(self, digest: bytes) -> AccessToken | None:
+        """The token stored under ``digest``, or ``None``; read inside the transaction."""
+        ...
+
     def remove(self, token_ids: Collection[str]) -> int:
         """Remove the tokens with these ids; unknown ids are skipped. Return how many went."""
+        ...
+
+    def remove_family(self, family_id: str) -> int:
+        """Remove every token of the grant family; return how many went."""
         ...
 
     def remove_for(self, app_key: str, account: str) -> int:
@@ -193,6 +209,65 @@ class TokenRepository(Protocol):
         ...
 
 
+class CodeRepository(Protocol):
+    """Authorization codes, stored by digest; a code is read only by taking it."""
+
+    def add(self, code: AuthorizationCode, digest: bytes) -> None:
+        """Store a new code under ``digest``."""
+        ...
+
+    def take(self, digest: bytes) -> AuthorizationCode | None:
+        """Remove the code stored under ``digest`` and return it, or ``None``.
+
+        At most one caller ever gets a given code, however many take it at once.
+        """
+        ...
+
+    def remove_for(self, app_key: str, account: str) -> int:
+        """Remove every code of the app on the account; return how many went."""
+        ...
+
+    def remove_all_of_app(self, app_key: str) -> int:
+        """Remove every code of the app; return how many went."""
+        ...
+
+    def purge_expired(self, *, now: datetime, limit: int) -> int:
+        """Remove at most ``limit`` codes expired at ``now``; return how many went."""
+        ...
+
+
+class RefreshTokenRepository(Protocol):
+    """Refresh tokens, stored by digest, in grant families."""
+
+    def add(self, token: RefreshToken, digest: bytes) -> None:
+        """Store a new refresh token under ``digest``."""
+        ...
+
+    def get(self, digest: bytes) -> RefreshToken | None:
+        """The refresh token stored under ``digest``, or ``None``."""
+        ...
+
+    def mark_rotated(self, token_id: str, at: datetime) -> None:
+        """Record that the token was used (and replaced) at ``at``; a missing id is a no-op."""
+        ...
+
+    def remove_family(self, family_id: str) -> int:
+        """Remove every refresh token of the family; return how many went."""
+        ...
+
+    def remove_for(self, app_key: str, account: str) -> int:
+        """Remove every refresh token of the app on the account; return how many went."""
+        ...
+
+    def remove_all_of_app(self, app_key: str) -> int:
+        """Remove every refresh token of the app; return how many went."""
+        ...
+
+    def purge_expired(self, *, now: datetime, limit: int) -> int:
+        """Remove at most ``limit`` refresh tokens expired at ``now``; return how many went."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """The repositories of one transaction."""
 
@@ -214,6 +289,16 @@ class UnitOfWork(Protocol):
     @property
     def tokens(self) -> TokenRepository:
         """Access tokens."""
+        ...
+
+    @property
+    def codes(self) -> CodeRepository:
+        """Authorization codes."""
+        ...
+
+    @property
+    def refresh_tokens(self) -> RefreshTokenRepository:
+        """Refresh tokens."""
         ...
 
 

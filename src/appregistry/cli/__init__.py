@@ -29,6 +29,7 @@ from ..errors import (
     StorageError,
     ValidationError,
 )
+from . import _serve
 from ._commands import COMMANDS, Outcome, UsageError
 
 __all__ = ["DEFAULT_DATABASE", "build_parser", "execute", "main"]
@@ -255,6 +256,16 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declarativ
         "Walk through the seeds' story on a fresh SQLite file in a temporary folder.",
         "appregistry demo",
     )
+
+    # serve --------------------------------------------------------------------------------
+    _serve.add_arguments(
+        leaf(
+            groups,
+            "serve",
+            "Serve the OAuth 2.0 endpoints on the database (development and demos).",
+            "appregistry serve --port 8080 --dev-account org-1",
+        )
+    )
     return root
 
 
@@ -298,7 +309,11 @@ def execute(registry: Registry, args: argparse.Namespace) -> Outcome:
             EXIT_DENIED,
         )
     except (NotFound, LimitExceeded, SecretNotRetrievable) as exc:
-        kind = "not_found" if isinstance(exc, NotFound) else type(exc).__name__
+        kind = "not_found"
+        if isinstance(exc, LimitExceeded):
+            kind = "limit_exceeded"
+        elif isinstance(exc, SecretNotRetrievable):
+            kind = "secret_not_retrievable"
         return Outcome(str(exc), {"error": kind, "message": str(exc)}, EXIT_DENIED)
 
 
@@ -326,6 +341,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         registry = open_cli_registry(url)
     except AppRegistryError as exc:
         return _fail(f"cannot open the database: {exc}", as_json=as_json)
+    except ValueError as exc:
+        # A malformed $APPREGISTRY_ENCRYPTION_KEY or URL option; the message holds no key.
+        return _fail(f"cannot open the registry: {exc}", as_json=as_json)
+    if args.group == "serve":
+        try:
+            return _serve.serve(
+                registry, host=args.host, port=args.port, dev_account=args.dev_account
+            )
+        finally:
+            registry.close()
     try:
         outcome = execute(registry, args)
     except StorageError as exc:

@@ -12,20 +12,25 @@ True
 
 from __future__ import annotations
 
+import math
 import threading
-from collections.abc import Collection, Iterator, MutableMapping
+from collections.abc import Callable, Collection, Iterator, MutableMapping
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Final, TypeVar
+
+import attrs
 
 from .._records import (
     AccessToken,
     App,
     AppListing,
     AppsPermission,
+    AuthorizationCode,
     Installation,
     InstallationListing,
     Page,
+    RefreshToken,
     StoredSecret,
     TokenContext,
 )
@@ -88,6 +93,19 @@ class _Data:
         self.digests: dict[str, bytes] = {}  # token id -> digest
         self.by_digest: dict[bytes, AccessToken] = {}
         self.by_pair: dict[Pair, dict[str, None]] = {}  # (app, account) -> token ids
+        # Whole second of expiry -> token ids: a purge finds expired tokens without looking
+        # at the live ones.
+        self.by_expiry: dict[int, dict[str, None]] = {}
+        self.by_family: dict[str, dict[str, None]] = {}  # family id -> token ids
+        self.retired: dict[str, None] = {}  # keys of removed apps (R13)
+        self.codes: dict[bytes, AuthorizationCode] = {}  # digest -> code
+        self.refresh: dict[str, RefreshToken] = {}  # token id -> refresh token
+        self.refresh_digests: dict[str, bytes] = {}  # token id -> digest
+        self.refresh_by_digest: dict[bytes, str] = {}  # digest -> token id
+
+
+def _second(when: datetime) -> int:
+    return math.floor(when.timestamp())
 
 
 def _page(items: list[T], total: int, query: ListQuery) -> Page[T]:
@@ -117,6 +135,8 @@ class _Unit:
         self.permissions = _Permissions(self)
         self.installations = _Installations(self)
         self.tokens = _Tokens(self)
+        self.codes = _Codes(self)
+        self.refresh_tokens = _RefreshTokens(self)
 
     def add_to_index(self, index: dict[K, dict[str, None]], key: K, member: str) -> None:
         members = index.get(key)
@@ -141,6 +161,18 @@ class _Unit:
         if digest is not None:
             journal.delete(data.by_digest, digest)
         self.drop_from_index(data.by_pair, (token.app_key, token.account), token_id)
+        self.drop_from_index(data.by_expiry, _second(token.expires_at), token_id)
+        if token.family_id is not None:
+            self.drop_from_index(data.by_family, token.family_id, token_id)
+        return True
+
+    def drop_refresh(self, token_id: str) -> bool:
+        data, journal = self._data, self._journal
+        if journal.delete(data.refresh, token_id) is None:
+            return False
+        digest = journal.delete(data.refresh_digests, token_id)
+        if digest is not None:
+            journal.delete(data.refresh_by_digest, digest)
         return True
 
 
@@ -181,6 +213,10 @@ class _Apps:
         if app is not None:
             self._journal.delete(self._data.secrets, key)
             self._unit.drop_from_index(self._data.owned, app.owner, key)
+            self._journal.set(self._data.retired, key, None)
+
+    def key_retired(self, key: str) -> bool:
+        return key in self._data.retired
 
     def count_owned(self, owner: str) -> int:
         return len(self._data.owned.get(owner, ()))
@@ -273,12 +309,21 @@ class _Tokens:
         self._journal.set(data.digests, token.token_id, digest)
         self._journal.set(data.by_digest, digest, token)
         self._unit.add_to_index(data.by_pair, (token.app_key, token.account), token.token_id)
+        self._unit.add_to_index(data.by_expiry, _second(token.expires_at), token.token_id)
+        if token.family_id is not None:
+            self._unit.add_to_index(data.by_family, token.family_id, token.token_id)
 
     def get(self, token_id: str) -> AccessToken | None:
         return self._data.tokens.get(token_id)
 
+    def get_by_digest(self, digest: bytes) -> AccessToken | None:
+        return self._data.by_digest.get(digest)
+
     def remove(self, token_ids: Collection[str]) -> int:
         return sum(self._unit.drop_token(token_id) for token_id in set(token_ids))
+
+    def remove_family(self, family_id: str) -> int:
+        return self.remove(list(self._data.by_family.get(family_id, ())))
 
     def remove_for(self, app_key: str, account: str) -> int:
         return self.remove(list(self._data.by_pair.get((app_key, account), ())))
@@ -307,13 +352,102 @@ class _Tokens:
         return _page(found, len(found), query)
 
     def purge_expired(self, *, now: datetime, limit: int) -> int:
-        expired = []
-        for token_id, token in self._data.tokens.items():
-            if token.is_expired(now):
-                expired.append(token_id)
-                if len(expired) >= limit:
-                    break
+        # Only the seconds that have begun are looked in, soonest first: the cost grows with
+        # the batch, not with the live tokens.
+        data = self._data
+        expired: list[str] = []
+        cutoff = now.timestamp()
+        for second in sorted(s for s in data.by_expiry if s <= cutoff):
+            for token_id in data.by_expiry[second]:
+                if data.tokens[token_id].is_expired(now):
+                    expired.append(token_id)
+                    if len(expired) >= limit:
+                        return self.remove(expired)
         return self.remove(expired)
+
+
+class _Codes:
+    def __init__(self, unit: _Unit) -> None:
+        self._data = unit._data
+        self._journal = unit._journal
+
+    def add(self, code: AuthorizationCode, digest: bytes) -> None:
+        if digest in self._data.codes:
+            raise StorageError("an authorization code with this digest already exists")
+        self._journal.set(self._data.codes, digest, code)
+
+    def take(self, digest: bytes) -> AuthorizationCode | None:
+        # The storage lock serializes transactions, so only one of them can delete it.
+        return self._journal.delete(self._data.codes, digest)
+
+    def _remove_where(self, wanted: Callable[[AuthorizationCode], bool], limit: int) -> int:
+        doomed: list[bytes] = []
+        for digest, code in self._data.codes.items():
+            if len(doomed) >= limit:
+                break
+            if wanted(code):
+                doomed.append(digest)
+        for digest in doomed:
+            self._journal.delete(self._data.codes, digest)
+        return len(doomed)
+
+    def remove_for(self, app_key: str, account: str) -> int:
+        return self._remove_where(
+            lambda c: c.app_key == app_key and c.account == account, len(self._data.codes)
+        )
+
+    def remove_all_of_app(self, app_key: str) -> int:
+        return self._remove_where(lambda c: c.app_key == app_key, len(self._data.codes))
+
+    def purge_expired(self, *, now: datetime, limit: int) -> int:
+        return self._remove_where(lambda c: c.is_expired(now), limit)
+
+
+class _RefreshTokens:
+    def __init__(self, unit: _Unit) -> None:
+        self._unit = unit
+        self._data = unit._data
+        self._journal = unit._journal
+
+    def add(self, token: RefreshToken, digest: bytes) -> None:
+        data = self._data
+        if token.token_id in data.refresh or digest in data.refresh_by_digest:
+            raise StorageError(f"a refresh token with id {token.token_id!r} already exists")
+        self._journal.set(data.refresh, token.token_id, token)
+        self._journal.set(data.refresh_digests, token.token_id, digest)
+        self._journal.set(data.refresh_by_digest, digest, token.token_id)
+
+    def get(self, digest: bytes) -> RefreshToken | None:
+        token_id = self._data.refresh_by_digest.get(digest)
+        return None if token_id is None else self._data.refresh[token_id]
+
+    def mark_rotated(self, token_id: str, at: datetime) -> None:
+        token = self._data.refresh.get(token_id)
+        if token is not None:
+            self._journal.set(self._data.refresh, token_id, attrs.evolve(token, rotated_at=at))
+
+    def _remove_where(self, wanted: Callable[[RefreshToken], bool], limit: int) -> int:
+        doomed: list[str] = []
+        for token_id, token in self._data.refresh.items():
+            if len(doomed) >= limit:
+                break
+            if wanted(token):
+                doomed.append(token_id)
+        return sum(self._unit.drop_refresh(token_id) for token_id in doomed)
+
+    def remove_family(self, family_id: str) -> int:
+        return self._remove_where(lambda t: t.family_id == family_id, len(self._data.refresh))
+
+    def remove_for(self, app_key: str, account: str) -> int:
+        return self._remove_where(
+            lambda t: t.app_key == app_key and t.account == account, len(self._data.refresh)
+        )
+
+    def remove_all_of_app(self, app_key: str) -> int:
+        return self._remove_where(lambda t: t.app_key == app_key, len(self._data.refresh))
+
+    def purge_expired(self, *, now: datetime, limit: int) -> int:
+        return self._remove_where(lambda t: t.is_expired(now), limit)
 
 
 class MemoryStorage:

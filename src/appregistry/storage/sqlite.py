@@ -21,9 +21,11 @@ open the same file.
   round-trip exactly and compare in SQL; they come back as aware UTC datetimes. Names are
   stored beside their case-folded form and their `appregistry.search_text`, so order and
   search agree with the other backends for any Unicode text.
-- **Secrets** (S6): only digests and ciphertext are stored. Tokens are stored by digest.
-- **Integrity**: installations and tokens reference their app; removing an app removes them
-  too (``ON DELETE CASCADE``), so a token can never outlive its app.
+- **Secrets** (S6): only digests and ciphertext are stored. Tokens, authorization codes and
+  refresh tokens are stored by digest.
+- **Integrity**: installations, tokens, codes and refresh tokens reference their app; removing
+  an app removes them too (``ON DELETE CASCADE``), so a token can never outlive its app. The
+  keys of removed apps are kept in ``retired_keys`` (R13).
 
 ``:memory:`` opens a private in-memory database, for tests and demos. It has one connection,
 so its operations run one at a time.
@@ -54,10 +56,12 @@ from .._records import (
     App,
     AppListing,
     AppsPermission,
+    AuthorizationCode,
     Grant,
     Installation,
     InstallationListing,
     Page,
+    RefreshToken,
     StoredSecret,
     TokenContext,
 )
@@ -131,6 +135,43 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE INDEX tokens_by_pair ON tokens (app_key, account, expires_at, token_id)",
         "CREATE INDEX tokens_by_expiry ON tokens (expires_at)",
     ),
+    (
+        # R13: keys of removed apps, so that they never authenticate again.
+        "CREATE TABLE retired_keys (app_key TEXT PRIMARY KEY)",
+        "ALTER TABLE tokens ADD COLUMN family_id TEXT",
+        "CREATE INDEX tokens_by_family ON tokens (family_id) WHERE family_id IS NOT NULL",
+        """
+        CREATE TABLE codes (
+            digest BLOB PRIMARY KEY,
+            app_key TEXT NOT NULL REFERENCES apps (app_key) ON DELETE CASCADE,
+            account TEXT NOT NULL,
+            redirect_url TEXT NOT NULL,
+            approved_by TEXT NOT NULL,
+            issued_at INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL,
+            code_challenge TEXT,
+            code_challenge_method TEXT
+        )
+        """,
+        "CREATE INDEX codes_by_pair ON codes (app_key, account)",
+        "CREATE INDEX codes_by_expiry ON codes (expires_at)",
+        """
+        CREATE TABLE refresh_tokens (
+            token_id TEXT PRIMARY KEY,
+            digest BLOB NOT NULL UNIQUE,
+            family_id TEXT NOT NULL,
+            app_key TEXT NOT NULL REFERENCES apps (app_key) ON DELETE CASCADE,
+            account TEXT NOT NULL,
+            grant_type TEXT NOT NULL,
+            issued_at INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL,
+            rotated_at INTEGER
+        )
+        """,
+        "CREATE INDEX refresh_tokens_by_family ON refresh_tokens (family_id)",
+        "CREATE INDEX refresh_tokens_by_pair ON refresh_tokens (app_key, account)",
+        "CREATE INDEX refresh_tokens_by_expiry ON refresh_tokens (expires_at)",
+    ),
 )
 
 #: The schema version this code creates and understands.
@@ -140,6 +181,10 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
 # SQLite's default limit on bound parameters is 999 in older builds; stay well below it.
 _CHUNK: Final = 500
+# Grant(value) goes through the enum's lookup machinery; a dict is ten times faster.
+_GRANTS: Final = {grant.value: grant for grant in Grant}
+# How many distinct app records token checks keep to share (see SQLiteStorage.token_context).
+_SHARED_APPS: Final = 4096
 _SYNCHRONOUS: Final = ("FULL", "NORMAL", "EXTRA")
 # Primary result codes that mean "the database cannot be reached right now", not "a bug".
 _UNAVAILABLE_CODES: Final = frozenset(
@@ -159,7 +204,17 @@ _APP_COLUMNS: Final = (
     "image_url, admin_phone, trusted, enabled"
 )
 _APP_WIDTH: Final = 12
-_TOKEN_COLUMNS: Final = "token_id, app_key, account, grant_type, issued_at, expires_at, user_agent"
+_TOKEN_COLUMNS: Final = (
+    "token_id, app_key, account, grant_type, issued_at, expires_at, user_agent, family_id"
+)
+_TOKEN_WIDTH: Final = 8
+_CODE_COLUMNS: Final = (
+    "app_key, account, redirect_url, approved_by, issued_at, expires_at, code_challenge, "
+    "code_challenge_method"
+)
+_REFRESH_COLUMNS: Final = (
+    "token_id, family_id, app_key, account, grant_type, issued_at, expires_at, rotated_at"
+)
 
 
 def _prefixed(columns: str, alias: str) -> str:
@@ -210,10 +265,37 @@ def _token(row: Sequence[Any]) -> AccessToken:
         token_id=row[0],
         app_key=row[1],
         account=row[2],
-        grant=Grant(row[3]),
+        grant=_GRANTS[row[3]],
         issued_at=_from_db(row[4]),
         expires_at=_from_db(row[5]),
         user_agent=row[6],
+        family_id=row[7],
+    )
+
+
+def _code(row: Sequence[Any]) -> AuthorizationCode:
+    return AuthorizationCode(
+        app_key=row[0],
+        account=row[1],
+        redirect_url=row[2],
+        approved_by=row[3],
+        issued_at=_from_db(row[4]),
+        expires_at=_from_db(row[5]),
+        code_challenge=row[6],
+        code_challenge_method=row[7],
+    )
+
+
+def _refresh(row: Sequence[Any]) -> RefreshToken:
+    return RefreshToken(
+        token_id=row[0],
+        family_id=row[1],
+        app_key=row[2],
+        account=row[3],
+        grant=Grant(row[4]),
+        issued_at=_from_db(row[5]),
+        expires_at=_from_db(row[6]),
+        rotated_at=None if row[7] is None else _from_db(row[7]),
     )
 
 
@@ -315,8 +397,12 @@ class _Apps:
         )
 
     def remove(self, key: str) -> None:
-        # Its installations and tokens go with it (ON DELETE CASCADE).
-        self._s.execute("DELETE FROM apps WHERE app_key = ?", (key,))
+        # Its installations, tokens, codes and refresh tokens go with it (ON DELETE CASCADE).
+        if self._s.execute("DELETE FROM apps WHERE app_key = ?", (key,)).rowcount:
+            self._s.execute("INSERT OR IGNORE INTO retired_keys (app_key) VALUES (?)", (key,))
+
+    def key_retired(self, key: str) -> bool:
+        return self._s.one("SELECT 1 FROM retired_keys WHERE app_key = ?", (key,)) is not None
 
     def count_owned(self, owner: str) -> int:
         return self._s.scalar("SELECT count(*) FROM apps WHERE owner = ?", (owner,))
@@ -427,7 +513,7 @@ class _Tokens:
     def add(self, token: AccessToken, digest: bytes) -> None:
         self._s.execute(
             f"INSERT INTO tokens ({_TOKEN_COLUMNS}, digest, search_text) "  # noqa: S608
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 token.token_id,
                 token.app_key,
@@ -436,6 +522,7 @@ class _Tokens:
                 _to_db(token.issued_at),
                 _to_db(token.expires_at),
                 token.user_agent,
+                token.family_id,
                 digest,
                 search_text(token.user_agent),
             ),
@@ -444,6 +531,13 @@ class _Tokens:
     def get(self, token_id: str) -> AccessToken | None:
         row = self._s.one(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE token_id = ?", (token_id,))  # noqa: S608
         return None if row is None else _token(row)
+
+    def get_by_digest(self, digest: bytes) -> AccessToken | None:
+        row = self._s.one(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE digest = ?", (digest,))  # noqa: S608
+        return None if row is None else _token(row)
+
+    def remove_family(self, family_id: str) -> int:
+        return self._s.execute("DELETE FROM tokens WHERE family_id = ?", (family_id,)).rowcount
 
     def remove(self, token_ids: Collection[str]) -> int:
         ids = list(set(token_ids))
@@ -491,6 +585,106 @@ class _Tokens:
         ).rowcount
 
 
+class _Codes:
+    def __init__(self, session: _Session) -> None:
+        self._s = session
+
+    def add(self, code: AuthorizationCode, digest: bytes) -> None:
+        self._s.execute(
+            f"INSERT INTO codes (digest, {_CODE_COLUMNS}) "  # noqa: S608
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                digest,
+                code.app_key,
+                code.account,
+                code.redirect_url,
+                code.approved_by,
+                _to_db(code.issued_at),
+                _to_db(code.expires_at),
+                code.code_challenge,
+                code.code_challenge_method,
+            ),
+        )
+
+    def take(self, digest: bytes) -> AuthorizationCode | None:
+        # The transaction holds the write lock (BEGIN IMMEDIATE): nobody else can take it
+        # between the read and the delete.
+        row = self._s.one(f"SELECT {_CODE_COLUMNS} FROM codes WHERE digest = ?", (digest,))  # noqa: S608
+        if row is None:
+            return None
+        self._s.execute("DELETE FROM codes WHERE digest = ?", (digest,))
+        return _code(row)
+
+    def remove_for(self, app_key: str, account: str) -> int:
+        return self._s.execute(
+            "DELETE FROM codes WHERE app_key = ? AND account = ?", (app_key, account)
+        ).rowcount
+
+    def remove_all_of_app(self, app_key: str) -> int:
+        return self._s.execute("DELETE FROM codes WHERE app_key = ?", (app_key,)).rowcount
+
+    def purge_expired(self, *, now: datetime, limit: int) -> int:
+        return self._s.execute(
+            "DELETE FROM codes WHERE digest IN "
+            "(SELECT digest FROM codes WHERE expires_at <= ? LIMIT ?)",
+            (_to_db(now), limit),
+        ).rowcount
+
+
+class _RefreshTokens:
+    def __init__(self, session: _Session) -> None:
+        self._s = session
+
+    def add(self, token: RefreshToken, digest: bytes) -> None:
+        self._s.execute(
+            f"INSERT INTO refresh_tokens ({_REFRESH_COLUMNS}, digest) "  # noqa: S608
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                token.token_id,
+                token.family_id,
+                token.app_key,
+                token.account,
+                str(token.grant),
+                _to_db(token.issued_at),
+                _to_db(token.expires_at),
+                None if token.rotated_at is None else _to_db(token.rotated_at),
+                digest,
+            ),
+        )
+
+    def get(self, digest: bytes) -> RefreshToken | None:
+        row = self._s.one(
+            f"SELECT {_REFRESH_COLUMNS} FROM refresh_tokens WHERE digest = ?",  # noqa: S608
+            (digest,),
+        )
+        return None if row is None else _refresh(row)
+
+    def mark_rotated(self, token_id: str, at: datetime) -> None:
+        self._s.execute(
+            "UPDATE refresh_tokens SET rotated_at = ? WHERE token_id = ?", (_to_db(at), token_id)
+        )
+
+    def remove_family(self, family_id: str) -> int:
+        return self._s.execute(
+            "DELETE FROM refresh_tokens WHERE family_id = ?", (family_id,)
+        ).rowcount
+
+    def remove_for(self, app_key: str, account: str) -> int:
+        return self._s.execute(
+            "DELETE FROM refresh_tokens WHERE app_key = ? AND account = ?", (app_key, account)
+        ).rowcount
+
+    def remove_all_of_app(self, app_key: str) -> int:
+        return self._s.execute("DELETE FROM refresh_tokens WHERE app_key = ?", (app_key,)).rowcount
+
+    def purge_expired(self, *, now: datetime, limit: int) -> int:
+        return self._s.execute(
+            "DELETE FROM refresh_tokens WHERE token_id IN "
+            "(SELECT token_id FROM refresh_tokens WHERE expires_at <= ? LIMIT ?)",
+            (_to_db(now), limit),
+        ).rowcount
+
+
 class _Unit:
     """The repositories of one transaction (an `appregistry.ports.UnitOfWork`)."""
 
@@ -499,6 +693,8 @@ class _Unit:
         self.permissions = _Permissions(session)
         self.installations = _Installations(session)
         self.tokens = _Tokens(session)
+        self.codes = _Codes(session)
+        self.refresh_tokens = _RefreshTokens(session)
 
 
 class _Pool:
@@ -514,9 +710,16 @@ class _Pool:
         self._idle: list[sqlite3.Connection] = []
         self._open = 0
         self._closed = False
-        self._condition = threading.Condition()
+        # A plain lock, taken directly on the common paths (an idle connection to hand out,
+        # nobody waiting to be told of a returned one): every token check passes here twice.
+        self._lock = threading.Lock()
+        self._condition = threading.Condition(self._lock)
+        self._waiting = 0
 
     def acquire(self) -> sqlite3.Connection:
+        with self._lock:
+            if self._idle and not self._closed:
+                return self._idle.pop()
         deadline = time.monotonic() + self._timeout
         with self._condition:
             while True:
@@ -533,7 +736,11 @@ class _Pool:
                         f"SQLite database {self._name}: all {self._size} connections stayed "
                         f"busy for {self._timeout:g} s"
                     )
-                self._condition.wait(remaining)
+                self._waiting += 1
+                try:
+                    self._condition.wait(remaining)
+                finally:
+                    self._waiting -= 1
         try:
             return self._connect()
         except BaseException:
@@ -541,13 +748,14 @@ class _Pool:
             raise
 
     def release(self, connection: sqlite3.Connection, *, broken: bool = False) -> None:
-        with self._condition:
+        with self._lock:
             if self._closed or broken:
                 connection.close()
                 self._open -= 1
             else:
                 self._idle.append(connection)
-            self._condition.notify()
+            if self._waiting:
+                self._condition.notify()
 
     def _forget(self) -> None:
         with self._condition:
@@ -604,6 +812,7 @@ class SQLiteStorage:
         self._timeout = timeout
         self._synchronous = synchronous
         self._local = threading.local()
+        self._shared_apps: dict[tuple[Any, ...], App] = {}
         self._pool = _Pool(self._connect, 1 if self._memory else pool_size, timeout, self._name)
         try:
             self._open_schema()
@@ -648,7 +857,8 @@ class SQLiteStorage:
     # -- errors and connections -------------------------------------------------------------
 
     def _raise_mapped(self, exc: sqlite3.Error) -> NoReturn:
-        code = exc.sqlite_errorcode & 0xFF
+        # Errors the sqlite3 module raises itself (a parameter it cannot bind) carry no code.
+        code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
         message = f"SQLite database {self._name}: {exc}"
         if code in _UNAVAILABLE_CODES:
             raise StorageUnavailable(message) from exc
@@ -797,14 +1007,23 @@ class SQLiteStorage:
     def token_context(self, digest: bytes) -> TokenContext | None:
         """See `appregistry.ports.Storage.token_context`: one ``SELECT`` (S3)."""
         self._refuse_nesting()
-        with self._connection() as connection, self._mapped_errors():
+        # The pool and error mapping by hand, not through their context managers: this is
+        # the hot path, and generator-based context managers cost more than the query's
+        # own Python overhead.
+        pool = self._pool
+        connection = pool.acquire()
+        try:
             row = connection.execute(_TOKEN_CONTEXT_SQL, (digest,)).fetchone()
+        except sqlite3.Error as exc:
+            self._raise_mapped(exc)
+        finally:
+            pool.release(connection, broken=connection.in_transaction)
         if row is None:
             return None
-        token = _token(row[:7])
-        app_row = row[7 : 7 + _APP_WIDTH]
-        rest = row[7 + _APP_WIDTH :]
-        app = None if app_row[0] is None else _app(app_row)
+        token = _token(row[:_TOKEN_WIDTH])
+        app_row = row[_TOKEN_WIDTH : _TOKEN_WIDTH + _APP_WIDTH]
+        rest = row[_TOKEN_WIDTH + _APP_WIDTH :]
+        app = None if app_row[0] is None else self._shared_app(app_row)
         installation = (
             None
             if rest[0] is None
@@ -816,6 +1035,21 @@ class SQLiteStorage:
             None if rest[3] is None else AppsPermission(token.account, rest[3], _from_db(rest[4]))
         )
         return TokenContext(token, app, installation, permission)
+
+    def _shared_app(self, row: tuple[Any, ...]) -> App:
+        """The app record of these column values, made once and shared by later checks.
+
+        Records are immutable, so checks that read the same values may share one. Apps are
+        few and their records the dearest to build; looking one up by its values costs an
+        eighth of building it. Any change to the app changes the values, so it is never stale.
+        """
+        shared = self._shared_apps
+        app = shared.get(row)
+        if app is None:
+            if len(shared) >= _SHARED_APPS:
+                shared.clear()
+            app = shared[row] = _app(row)
+        return app
 
     def close(self) -> None:
         """Close the connections; using the storage afterwards raises `StorageError`.

@@ -38,10 +38,11 @@ to switch on the tests that need them (the defaults suit an in-process backend):
 The parts can also be used alone (``class TestMine(TokenRepositoryContract): ...``): each
 needs only the fixtures of `StorageFixtures`.
 
-The suite checks: (a) each port method's documented edge behaviour (`appregistry.ports`);
-(b) the Registry's rules end to end on the storage; (c) that a transaction which raises
-leaves nothing written; (d) that no plaintext secret or token ever reaches the ports; and
-that racing operations serialize.
+The suite checks: (a) each port method's documented edge behaviour (`appregistry.ports`),
+authorization codes and refresh tokens included; (b) the Registry's rules end to end on the
+storage, the OAuth grants included; (c) that a transaction which raises leaves nothing
+written; (d) that no plaintext secret, token or code ever reaches the ports; and that racing
+operations serialize (a code is exchanged once, a refresh token rotated once).
 
 This module needs pytest and Hypothesis (``pip install 'appregistry[testing]'``).
 """
@@ -57,7 +58,7 @@ import secrets
 import string
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Final, TypeAlias, cast
 
@@ -67,34 +68,47 @@ from cryptography.fernet import Fernet
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from .._credentials import Credentials, pkce_s256
 from .._policy import Reason
 from .._records import (
     AccessToken,
     App,
     AppListing,
     AppsPermission,
+    AuthorizationCode,
     EventKind,
     Grant,
     ImportedCredentials,
     Installation,
     InstallationListing,
+    IssuedToken,
+    RefreshToken,
     RegisteredApp,
     StoredSecret,
     TokenContext,
 )
 from .._registry import Registry
 from .._validation import search_text
-from ..errors import AppNotFound, Denied, StorageError, TokenNotFound
+from ..errors import (
+    AppNotFound,
+    Denied,
+    InvalidGrant,
+    StorageError,
+    TokenNotFound,
+    ValidationError,
+)
 from ..ports import ListQuery, Storage, UnitOfWork
 from . import EventRecorder, ManualClock
 
 __all__ = [
     "AppRepositoryContract",
+    "CodeRepositoryContract",
     "ConcurrencyContract",
     "InstallationRepositoryContract",
     "NoPlaintextContract",
     "PermissionRepositoryContract",
     "PersistenceContract",
+    "RefreshTokenRepositoryContract",
     "RegistryContract",
     "StorageContents",
     "StorageContract",
@@ -115,6 +129,8 @@ StorageContents: TypeAlias = Callable[[Storage], bytes]
 
 T0: Final = datetime(2015, 4, 20, 9, 56, 40, tzinfo=UTC)
 HOUR: Final = timedelta(hours=1)
+DAY: Final = timedelta(days=1)
+CODE_LIFETIME: Final = timedelta(minutes=10)
 #: Wide enough for every list the suite reads whole.
 EVERYTHING: Final = ListQuery(page=1, per_page=1000)
 _ALNUM: Final = string.ascii_letters + string.digits
@@ -168,6 +184,7 @@ def make_token(
     expires_at: datetime | None = None,
     user_agent: str | None = None,
     grant: Grant = Grant.AUTHORIZATION_CODE,
+    family_id: str | None = None,
 ) -> AccessToken:
     """A token record; it expires an hour after ``issued_at`` unless told otherwise."""
     return AccessToken(
@@ -178,6 +195,52 @@ def make_token(
         issued_at=issued_at,
         expires_at=expires_at if expires_at is not None else issued_at + HOUR,
         user_agent=user_agent,
+        family_id=family_id,
+    )
+
+
+def make_code(
+    app_key: str,
+    account: str = "acme",
+    *,
+    issued_at: datetime = T0,
+    expires_at: datetime | None = None,
+    code_challenge: str | None = None,
+) -> AuthorizationCode:
+    """An authorization code record; it expires ten minutes after ``issued_at`` by default."""
+    return AuthorizationCode(
+        app_key=app_key,
+        account=account,
+        redirect_url="https://example.com/MyApp/handler",
+        approved_by="alice",
+        issued_at=issued_at,
+        expires_at=expires_at if expires_at is not None else issued_at + CODE_LIFETIME,
+        code_challenge=code_challenge,
+        code_challenge_method="S256" if code_challenge is not None else None,
+    )
+
+
+def make_refresh(
+    app_key: str,
+    account: str = "acme",
+    *,
+    family_id: str = "family",
+    token_id: str | None = None,
+    issued_at: datetime = T0,
+    expires_at: datetime | None = None,
+    rotated_at: datetime | None = None,
+    grant: Grant = Grant.AUTHORIZATION_CODE,
+) -> RefreshToken:
+    """A refresh token record; it expires thirty days after ``issued_at`` by default."""
+    return RefreshToken(
+        token_id=token_id or f"ref-{next(_ids):06d}-{secrets.token_hex(4)}",
+        family_id=family_id,
+        app_key=app_key,
+        account=account,
+        grant=grant,
+        issued_at=issued_at,
+        expires_at=expires_at if expires_at is not None else issued_at + 30 * DAY,
+        rotated_at=rotated_at,
     )
 
 
@@ -400,6 +463,21 @@ class AppRepositoryContract(StorageFixtures):
             assert tx.apps.get(app.key) is None
             assert tx.apps.get_secret(app.key) is None
             assert kept == tx.apps.get(kept.key)
+
+    def test_remove_retires_the_key(self, storage: Storage) -> None:
+        """R13: a removed app's key is retired for good; live and unknown keys are not."""
+        app, kept = _add_app(storage), _add_app(storage)
+        unknown = new_key()
+        with storage.transaction() as tx:
+            assert [False, False, False] == [
+                tx.apps.key_retired(k) for k in (app.key, kept.key, unknown)
+            ]
+            tx.apps.remove(app.key)
+            tx.apps.remove(unknown)  # no app, so nothing to retire
+        with storage.transaction() as tx:
+            assert [True, False, False] == [
+                tx.apps.key_retired(k) for k in (app.key, kept.key, unknown)
+            ]
 
     def test_count_owned(self, storage: Storage) -> None:
         """``count_owned`` counts the owner's apps, following adds, owner changes and removals."""
@@ -834,6 +912,208 @@ class TokenRepositoryContract(StorageFixtures):
             assert live == tx.tokens.get(live.token_id)
         assert [2, 2, 1, 0] == batches
 
+    def test_get_by_digest_reads_the_token_with_its_family(self, storage: Storage) -> None:
+        """``get_by_digest`` finds a token by its digest, ``family_id`` included."""
+        app = _add_app(storage)
+        token = make_token(app.key, family_id="fam-1", user_agent="agent")
+        digest = _add_token(storage, token)
+        with storage.transaction() as tx:
+            found = tx.tokens.get_by_digest(digest)
+            missing = tx.tokens.get_by_digest(new_digest())
+            by_id = tx.tokens.get(token.token_id)
+        assert (token, None, token) == (found, missing, by_id)
+
+    def test_remove_family_takes_only_that_family(self, storage: Storage) -> None:
+        """``remove_family`` removes the family's tokens, on any account, and no others."""
+        app = _add_app(storage)
+        family = [make_token(app.key, "acme", family_id="f1") for _ in range(2)]
+        family.append(make_token(app.key, "beta", family_id="f1"))
+        kept = [make_token(app.key, family_id="f2"), make_token(app.key)]
+        for token in family + kept:
+            _add_token(storage, token)
+        with storage.transaction() as tx:
+            assert [3, 0, 0] == [tx.tokens.remove_family(f) for f in ("f1", "f1", "none")]
+        with storage.transaction() as tx:
+            assert [None] * 3 == [tx.tokens.get(t.token_id) for t in family]
+            assert kept == [tx.tokens.get(t.token_id) for t in kept]
+
+
+def _add_code(storage: Storage, code: AuthorizationCode) -> bytes:
+    digest = new_digest()
+    with storage.transaction() as tx:
+        tx.codes.add(code, digest)
+    return digest
+
+
+def _take(storage: Storage, digest: bytes) -> AuthorizationCode | None:
+    with storage.transaction() as tx:
+        return tx.codes.take(digest)
+
+
+def _add_refresh(storage: Storage, token: RefreshToken) -> bytes:
+    digest = new_digest()
+    with storage.transaction() as tx:
+        tx.refresh_tokens.add(token, digest)
+    return digest
+
+
+def _get_refresh(storage: Storage, digest: bytes) -> RefreshToken | None:
+    with storage.transaction() as tx:
+        return tx.refresh_tokens.get(digest)
+
+
+class CodeRepositoryContract(StorageFixtures):
+    """Authorization codes are stored by digest and read only by taking them, once.
+
+    Removals report counts and spare other apps and accounts; purges are bounded.
+    """
+
+    def test_a_code_is_taken_exactly_once(self, storage: Storage) -> None:
+        """``take`` returns the code, every field equal, then ``None`` ever after."""
+        app = _add_app(storage)
+        offset = timezone(timedelta(hours=-5))
+        code = make_code(
+            app.key,
+            issued_at=datetime(2015, 4, 20, 4, 56, 40, 999999, tzinfo=offset),
+            code_challenge=pkce_s256("v" * 43),
+        )
+        bare = make_code(app.key, "beta")
+        digest, bare_digest = _add_code(storage, code), _add_code(storage, bare)
+        with storage.transaction() as tx:
+            first = tx.codes.take(digest)
+            again = tx.codes.take(digest)
+        assert (code, None) == (first, again)
+        assert (bare, None) == (_take(storage, bare_digest), _take(storage, bare_digest))
+
+    def test_an_unknown_digest_takes_nothing(self, storage: Storage) -> None:
+        """``take`` of a digest no code has returns ``None``."""
+        assert _take(storage, new_digest()) is None
+
+    def test_adding_a_taken_digest_raises(self, storage: Storage) -> None:
+        """A second code under the same digest raises `StorageError`; the first is kept."""
+        app = _add_app(storage)
+        code = make_code(app.key)
+        digest = _add_code(storage, code)
+        with pytest.raises(StorageError), storage.transaction() as tx:
+            tx.codes.add(make_code(app.key, "beta"), digest)
+        assert code == _take(storage, digest)
+
+    def test_removals_count_and_spare_the_others(self, storage: Storage) -> None:
+        """``remove_for`` takes one app on one account; ``remove_all_of_app`` the whole app."""
+        app, other = _add_app(storage), _add_app(storage)
+        acme = [_add_code(storage, make_code(app.key, "acme")) for _ in range(2)]
+        beta = _add_code(storage, make_code(app.key, "beta"))
+        kept = make_code(other.key, "acme")
+        kept_digest = _add_code(storage, kept)
+        with storage.transaction() as tx:
+            assert [2, 0] == [tx.codes.remove_for(app.key, "acme") for _ in range(2)]
+        assert _take(storage, beta) is not None  # beta's code survived the pair's removal
+        _add_code(storage, make_code(app.key, "beta"))
+        with storage.transaction() as tx:
+            assert [1, 0] == [tx.codes.remove_all_of_app(app.key) for _ in range(2)]
+        assert [None, None] == [_take(storage, d) for d in acme]
+        assert kept == _take(storage, kept_digest)
+
+    def test_purge_removes_at_most_limit_expired_codes(self, storage: Storage) -> None:
+        """``purge_expired`` removes only codes dead at ``now``, at most ``limit`` at a time."""
+        app = _add_app(storage)
+        now = T0 + CODE_LIFETIME
+        expired = [
+            _add_code(storage, make_code(app.key, expires_at=now - timedelta(minutes=n)))
+            for n in range(5)
+        ]
+        live = make_code(app.key, expires_at=now + timedelta(microseconds=1))
+        live_digest = _add_code(storage, live)
+        with storage.transaction() as tx:
+            batches = [tx.codes.purge_expired(now=now, limit=2) for _ in range(4)]
+        assert [2, 2, 1, 0] == batches
+        assert [None] * 5 == [_take(storage, d) for d in expired]
+        assert live == _take(storage, live_digest)
+
+
+class RefreshTokenRepositoryContract(StorageFixtures):
+    """Refresh tokens are stored by digest and read back exactly, rotated in place.
+
+    Families, app+account pairs and apps are removed whole, with counts; purges are bounded.
+    """
+
+    def test_refresh_token_round_trips_exactly(self, storage: Storage) -> None:
+        """Every field comes back equal, ``rotated_at`` and the grant included."""
+        app = _add_app(storage)
+        offset = timezone(timedelta(hours=3))
+        rotated = make_refresh(
+            app.key,
+            issued_at=datetime(2015, 4, 20, 12, 56, 40, 1, tzinfo=offset),
+            rotated_at=T0 + HOUR,
+            grant=Grant.CLIENT_CREDENTIALS,
+        )
+        fresh = make_refresh(app.key, "beta", family_id="other")
+        digests = [_add_refresh(storage, t) for t in (rotated, fresh)]
+        assert [rotated, fresh] == [_get_refresh(storage, d) for d in digests]
+        stored = _get_refresh(storage, digests[0])
+        assert stored is not None
+        assert Grant.CLIENT_CREDENTIALS is stored.grant
+
+    def test_an_unknown_digest_is_none(self, storage: Storage) -> None:
+        """``get`` of a digest no refresh token has returns ``None``."""
+        assert _get_refresh(storage, new_digest()) is None
+
+    def test_adding_a_taken_id_raises(self, storage: Storage) -> None:
+        """A second refresh token with the same id raises `StorageError`; the first is kept."""
+        app = _add_app(storage)
+        token = make_refresh(app.key)
+        digest = _add_refresh(storage, token)
+        with pytest.raises(StorageError), storage.transaction() as tx:
+            tx.refresh_tokens.add(attrs.evolve(token, account="other"), new_digest())
+        assert token == _get_refresh(storage, digest)
+
+    def test_mark_rotated_records_the_time(self, storage: Storage) -> None:
+        """``mark_rotated`` sets ``rotated_at`` of that token only; an unknown id is a no-op."""
+        app = _add_app(storage)
+        token, other = make_refresh(app.key), make_refresh(app.key)
+        digest, other_digest = _add_refresh(storage, token), _add_refresh(storage, other)
+        when = T0 + timedelta(minutes=5, microseconds=7)
+        with storage.transaction() as tx:
+            tx.refresh_tokens.mark_rotated(token.token_id, when)
+            tx.refresh_tokens.mark_rotated("no-such-token", when)
+        assert attrs.evolve(token, rotated_at=when) == _get_refresh(storage, digest)
+        assert other == _get_refresh(storage, other_digest)
+
+    def test_removals_count_and_spare_the_others(self, storage: Storage) -> None:
+        """Family, pair and app removals each take what they name, and report how many."""
+        app, other = _add_app(storage), _add_app(storage)
+        family = [make_refresh(app.key, "acme", family_id="f1") for _ in range(2)]
+        pair = make_refresh(app.key, "acme", family_id="f2")
+        beta = make_refresh(app.key, "beta", family_id="f3")
+        kept = make_refresh(other.key, "acme", family_id="f4")
+        digests = {t.token_id: _add_refresh(storage, t) for t in [*family, pair, beta, kept]}
+        with storage.transaction() as tx:
+            assert [2, 0] == [tx.refresh_tokens.remove_family("f1") for _ in range(2)]
+            assert [1, 0] == [tx.refresh_tokens.remove_for(app.key, "acme") for _ in range(2)]
+        assert beta == _get_refresh(storage, digests[beta.token_id])
+        with storage.transaction() as tx:
+            assert [1, 0] == [tx.refresh_tokens.remove_all_of_app(app.key) for _ in range(2)]
+        assert [None] * 4 == [
+            _get_refresh(storage, digests[t.token_id]) for t in [*family, pair, beta]
+        ]
+        assert kept == _get_refresh(storage, digests[kept.token_id])
+
+    def test_purge_removes_at_most_limit_expired_tokens(self, storage: Storage) -> None:
+        """``purge_expired`` removes only refresh tokens dead at ``now``, ``limit`` at a time."""
+        app = _add_app(storage)
+        now = T0 + 30 * DAY
+        expired = [
+            _add_refresh(storage, make_refresh(app.key, expires_at=now - timedelta(minutes=n)))
+            for n in range(5)
+        ]
+        live = make_refresh(app.key, expires_at=now + timedelta(microseconds=1))
+        live_digest = _add_refresh(storage, live)
+        with storage.transaction() as tx:
+            batches = [tx.refresh_tokens.purge_expired(now=now, limit=2) for _ in range(4)]
+        assert [2, 2, 1, 0] == batches
+        assert [None] * 5 == [_get_refresh(storage, d) for d in expired]
+        assert live == _get_refresh(storage, live_digest)
+
 
 class TokenContextContract(StorageFixtures):
     """``token_context`` gives a token with its app, installation and permission.
@@ -941,6 +1221,54 @@ def _change_everything(tx: UnitOfWork, world: _World) -> None:
     tx.tokens.add(make_token(world.app.key, "acme"), new_digest())
 
 
+@attrs.frozen
+class _GrantWorld:
+    """The committed codes, refresh tokens and apps a grant transaction test touches."""
+
+    app: App
+    doomed: App
+    code_digest: bytes
+    new_code_digest: bytes
+    refresh: RefreshToken
+    refresh_digest: bytes
+    other_refresh_digest: bytes
+    new_refresh_digest: bytes
+    token_digest: bytes
+
+
+def _peek_code(storage: Storage, digest: bytes) -> AuthorizationCode | None:
+    # Taking is the only way to read a code: take it in a transaction that is rolled back.
+    peeked: list[AuthorizationCode | None] = []
+    with suppress(_Boom), storage.transaction() as tx:
+        peeked.append(tx.codes.take(digest))
+        raise _Boom
+    return peeked[0]
+
+
+def _grant_snapshot(storage: Storage, world: _GrantWorld) -> tuple[object, ...]:
+    codes = (_peek_code(storage, world.code_digest), _peek_code(storage, world.new_code_digest))
+    with storage.transaction() as tx:
+        reads = (
+            tx.refresh_tokens.get(world.refresh_digest),
+            tx.refresh_tokens.get(world.other_refresh_digest),
+            tx.refresh_tokens.get(world.new_refresh_digest),
+            tx.tokens.get_by_digest(world.token_digest),
+            tx.apps.get(world.doomed.key),
+            tx.apps.key_retired(world.doomed.key),
+        )
+    return (*codes, *reads)
+
+
+def _change_grants(tx: UnitOfWork, world: _GrantWorld) -> None:
+    tx.codes.take(world.code_digest)
+    tx.codes.add(make_code(world.app.key, "beta"), world.new_code_digest)
+    tx.refresh_tokens.mark_rotated(world.refresh.token_id, T0 + HOUR)
+    tx.refresh_tokens.remove_family("other")
+    tx.refresh_tokens.add(make_refresh(world.app.key, family_id="new"), world.new_refresh_digest)
+    tx.tokens.remove_family("family")
+    tx.apps.remove(world.doomed.key)
+
+
 def _in_transaction(storage: Storage, change: Callable[[UnitOfWork], object]) -> None:
     with storage.transaction() as tx:
         change(tx)
@@ -1011,6 +1339,41 @@ class TransactionContract(StorageFixtures):
         with pytest.raises(StorageError):
             _in_transaction(storage, add_a_taken_key)
         assert before == _snapshot(storage, world)
+
+    @pytest.fixture
+    def grant_world(self, storage: Storage) -> _GrantWorld:
+        """An app with a code, refresh tokens in two families and an access token; another app."""
+        app, doomed = _add_app(storage), _add_app(storage)
+        refresh = make_refresh(app.key, family_id="family")
+        return _GrantWorld(
+            app=app,
+            doomed=doomed,
+            code_digest=_add_code(storage, make_code(app.key)),
+            new_code_digest=new_digest(),
+            refresh=refresh,
+            refresh_digest=_add_refresh(storage, refresh),
+            other_refresh_digest=_add_refresh(storage, make_refresh(app.key, family_id="other")),
+            new_refresh_digest=new_digest(),
+            token_digest=_add_token(storage, make_token(app.key, family_id="family")),
+        )
+
+    def test_an_exception_undoes_every_grant_change(
+        self, storage: Storage, grant_world: _GrantWorld
+    ) -> None:
+        """Taken and added codes, rotations, family removals and retired keys roll back."""
+        before = _grant_snapshot(storage, grant_world)
+        with pytest.raises(_Boom):
+            _raise_inside(storage, lambda tx: _change_grants(tx, grant_world), _Boom())
+        assert before == _grant_snapshot(storage, grant_world)
+
+    def test_the_same_grant_changes_commit_without_an_exception(
+        self, storage: Storage, grant_world: _GrantWorld
+    ) -> None:
+        """The grant changes the rollback test undoes are real: committed, every one shows."""
+        before = _grant_snapshot(storage, grant_world)
+        _in_transaction(storage, lambda tx: _change_grants(tx, grant_world))
+        after = _grant_snapshot(storage, grant_world)
+        assert [False] * len(before) == [b == a for b, a in zip(before, after, strict=True)]
 
     def test_the_storage_works_after_a_rollback(self, storage: Storage) -> None:
         """A rolled-back transaction leaves the storage ready for the next one."""
@@ -1129,6 +1492,64 @@ def _denial(call: Callable[[], object]) -> str:
     with pytest.raises(Denied) as denied:
         call()
     return denied.value.decision.reason
+
+
+#: The redirect URL `_register` gives every app.
+REDIRECT: Final = "https://example.com/MyApp/handler"
+#: RFC 7636's example PKCE verifier (appendix B).
+VERIFIER: Final = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+
+
+def _code(registry: Registry, new: RegisteredApp, account: str = "acme") -> str:
+    """A code for ``new`` on ``account``, approved by alice, with an S256 challenge."""
+    return registry.authorize(
+        new.app.key,
+        account,
+        redirect_url=REDIRECT,
+        approved_by="alice",
+        code_challenge=pkce_s256(VERIFIER),
+        code_challenge_method="S256",
+    ).code
+
+
+def _exchange(registry: Registry, new: RegisteredApp, code: str, **kw: Any) -> IssuedToken:
+    return registry.exchange_code(
+        new.app.key, code, redirect_url=REDIRECT, code_verifier=VERIFIER, **kw
+    )
+
+
+def _grant_refused(call: Callable[[], object]) -> bool:
+    """Whether ``call`` raises `InvalidGrant` (any other outcome fails the test)."""
+    with pytest.raises(InvalidGrant) as refused:
+        call()
+    return str(refused.value) == "invalid, expired or used grant"
+
+
+_CASCADES: Final[Mapping[str, Callable[[Registry, str], object]]] = {
+    "uninstall": lambda registry, key: registry.uninstall_app(key, "acme"),
+    "remove_all_tokens": lambda registry, key: registry.remove_all_tokens(key, "acme"),
+    "regenerate_secret": lambda registry, key: registry.regenerate_secret(key),
+    "remove_app": lambda registry, key: registry.remove_app(key),
+}
+_Change: TypeAlias = Callable[[Registry, str], object]
+# Each stops the grants through the policy (with that reason), and its undo lets them act.
+_PAUSES: Final[Mapping[str, tuple[_Change, str, _Change]]] = {
+    "disable": (
+        lambda registry, key: registry.disable_app(key),
+        Reason.APP_DISABLED,
+        lambda registry, key: registry.enable_app(key),
+    ),
+    "forbid": (
+        lambda registry, _key: registry.forbid_account("acme"),
+        Reason.APPS_NOT_PERMITTED,
+        lambda registry, _key: registry.permit_account("acme", by="admin"),
+    ),
+    "suspend": (
+        lambda registry, key: registry.suspend_installation(key, "acme"),
+        Reason.INSTALLATION_SUSPENDED,
+        lambda registry, key: registry.resume_installation(key, "acme"),
+    ),
+}
 
 
 class RegistryContract(StorageFixtures):
@@ -1267,9 +1688,12 @@ class RegistryContract(StorageFixtures):
             registry.get_app(new.app.key)
         assert Reason.APP_UNKNOWN == _denial(lambda: registry.issue_token(new.app.key, new.secret))
         assert (0, 0) == (registry.list_apps().total, registry.list_installations("acme").total)
-        # Even an app imported later under the same key does not revive the old tokens.
-        _register(registry, credentials=ImportedCredentials(new.app.key, new.secret))
+        # The key is retired: it cannot be imported again, so nothing revives the old tokens.
+        with pytest.raises(ValidationError) as refused:
+            _register(registry, credentials=ImportedCredentials(new.app.key, new.secret))
+        assert [("key", "taken")] == [(p.field, p.code) for p in refused.value.problems]
         assert [Reason.TOKEN_UNKNOWN] * 2 == [registry.check_token(t).reason for t in tokens]
+        assert not registry.authenticate_client(new.app.key, new.secret).allowed
 
     def test_lists_show_instances_installations_and_tokens(
         self, registry: Registry, clock: ManualClock
@@ -1350,6 +1774,156 @@ class RegistryContract(StorageFixtures):
         by_expiry = sorted((t.record for t in live), key=lambda t: (t.expires_at, t.token_id))
         assert by_expiry == list(registry.list_tokens(new.app.key, "acme").items)
 
+    def test_the_authorization_code_flow_end_to_end(
+        self, registry: Registry, events: EventRecorder
+    ) -> None:
+        """Approve, exchange once with PKCE, refresh by rotation; reuse revokes the family."""
+        new = _register(registry, "dev")
+        registry.permit_account("acme", by="admin")
+        code = _code(registry, new)
+        assert ["alice"] == [
+            item.installation.installed_by for item in registry.list_installations("acme").items
+        ]
+        issued = _exchange(registry, new, code, user_agent="curl/8")
+        assert _grant_refused(lambda: _exchange(registry, new, code))
+        assert Reason.ALLOWED == registry.check_token(issued.token).reason
+        assert (Grant.AUTHORIZATION_CODE, "acme", "curl/8") == (
+            issued.record.grant,
+            issued.record.account,
+            issued.record.user_agent,
+        )
+        assert [issued.record] == list(registry.list_tokens(new.app.key, "acme").items)
+        assert issued.refresh_token is not None
+
+        rotated = registry.refresh(new.app.key, issued.refresh_token)
+        assert issued.record.family_id == rotated.record.family_id
+        assert [Reason.ALLOWED] * 2 == [
+            registry.check_token(t.token).reason for t in (issued, rotated)
+        ]
+        events.clear()
+        # The first refresh token again: it was rotated, so the whole family goes, committed.
+        assert _grant_refused(lambda: registry.refresh(new.app.key, issued.refresh_token or ""))
+        assert [EventKind.FAMILY_REVOKED] == events.kinds()
+        assert [Reason.TOKEN_UNKNOWN] * 2 == [
+            registry.check_token(t.token).reason for t in (issued, rotated)
+        ]
+        assert _grant_refused(lambda: registry.refresh(new.app.key, rotated.refresh_token or ""))
+
+    def test_a_code_works_once_for_its_app_redirect_url_and_verifier(
+        self, registry: Registry, clock: ManualClock
+    ) -> None:
+        """A code fails for another app, URL or verifier, or once expired, and is then spent."""
+        new, other = _register(registry, "dev"), _register(registry, "dev")
+        registry.permit_account("acme", by="admin")
+        misuses: list[Callable[[str], object]] = [
+            lambda code: _exchange(registry, other, code),
+            lambda code: registry.exchange_code(
+                new.app.key, code, redirect_url=REDIRECT + "/x", code_verifier=VERIFIER
+            ),
+            lambda code: registry.exchange_code(
+                new.app.key, code, redirect_url=REDIRECT, code_verifier="w" * 43
+            ),
+        ]
+        for misuse in misuses:
+            code = _code(registry, new)
+            assert _grant_refused(lambda: misuse(code))  # noqa: B023 - called at once
+            assert _grant_refused(lambda: _exchange(registry, new, code))  # noqa: B023
+        code = _code(registry, new)
+        clock.advance(timedelta(minutes=10))
+        assert _grant_refused(lambda: _exchange(registry, new, code))
+        fresh = _code(registry, new)
+        clock.advance(timedelta(minutes=10) - timedelta(microseconds=1))
+        assert Reason.ALLOWED == registry.check_token(_exchange(registry, new, fresh).token).reason
+
+    def test_revoking_an_access_token_or_a_refresh_token(self, registry: Registry) -> None:
+        """RFC 7009: an access token alone, or a refresh token with its family; junk is a no-op."""
+        new = _register(registry, "dev")
+        registry.permit_account("acme", by="admin")
+        issued = _exchange(registry, new, _code(registry, new))
+        assert issued.refresh_token is not None
+        assert [True, False] == [registry.revoke(issued.token) for _ in range(2)]
+        assert Reason.TOKEN_UNKNOWN == registry.check_token(issued.token).reason
+        rotated = registry.refresh(new.app.key, issued.refresh_token)
+        assert rotated.refresh_token is not None
+        assert [True, False] == [registry.revoke(rotated.refresh_token) for _ in range(2)]
+        assert Reason.TOKEN_UNKNOWN == registry.check_token(rotated.token).reason
+        assert _grant_refused(lambda: registry.refresh(new.app.key, rotated.refresh_token or ""))
+        assert [False, False] == [registry.revoke(junk) for junk in ("", "no such token")]
+
+    @pytest.mark.parametrize("cascade", sorted(_CASCADES))
+    def test_cascades_remove_codes_and_refresh_tokens(
+        self, registry: Registry, cascade: str
+    ) -> None:
+        """Uninstall, remove all tokens, regenerate and remove take the grants with them."""
+        new = _register(registry, "dev")
+        registry.permit_account("acme", by="admin")
+        issued = _exchange(registry, new, _code(registry, new))
+        pending = _code(registry, new)
+        _CASCADES[cascade](registry, new.app.key)
+        assert Reason.TOKEN_UNKNOWN == registry.check_token(issued.token).reason
+        assert _grant_refused(lambda: registry.refresh(new.app.key, issued.refresh_token or ""))
+        assert _grant_refused(lambda: _exchange(registry, new, pending))
+
+    @pytest.mark.parametrize("pause", sorted(_PAUSES))
+    def test_disable_forbid_and_suspend_keep_the_grants(
+        self, registry: Registry, pause: str
+    ) -> None:
+        """Paused, a refresh is denied and left unused; resumed, it works (R11, R12, R14)."""
+        new = _register(registry, "dev")
+        registry.permit_account("acme", by="admin")
+        issued = _exchange(registry, new, _code(registry, new))
+        assert issued.refresh_token is not None
+        stop, reason, resume = _PAUSES[pause]
+        stop(registry, new.app.key)
+        refresh_token = issued.refresh_token
+        assert reason == _denial(lambda: registry.refresh(new.app.key, refresh_token))
+        assert reason == registry.check_token(issued.token).reason
+        resume(registry, new.app.key)
+        rotated = registry.refresh(new.app.key, issued.refresh_token)
+        assert [Reason.ALLOWED] * 2 == [
+            registry.check_token(t.token).reason for t in (issued, rotated)
+        ]
+
+    def test_expired_codes_and_refresh_tokens_are_purged(
+        self, registry: Registry, storage: Storage, clock: ManualClock
+    ) -> None:
+        """R22: expired codes and refresh tokens go with the tokens, in bounded batches."""
+        new = _register(registry, "dev")
+        registry.permit_account("acme", by="admin")
+        digests = Credentials()  # the registry's digests: it has no pepper
+        issued = _exchange(registry, new, _code(registry, new))
+        stale = [_code(registry, new) for _ in range(2)]
+        clock.advance(30 * DAY)
+        live = _code(registry, new)
+        # Two codes, an access token and a refresh token expired; batches of one.
+        assert 4 == registry.purge_expired_tokens(batch_size=1)
+        assert [None, None] == [_take(storage, digests.code_digest(c)) for c in stale]
+        assert _get_refresh(storage, digests.refresh_digest(issued.refresh_token or "")) is None
+        assert _take(storage, digests.code_digest(live)) is not None
+
+    def test_clients_authenticate_alike_and_redirect_urls_match_exactly(
+        self, registry: Registry
+    ) -> None:
+        """R25: unknown key and wrong secret decide alike; R4: exact match after normalizing."""
+        new = _register(registry, "dev")
+        assert Reason.ALLOWED == registry.authenticate_client(new.app.key, new.secret).reason
+        unknown = registry.authenticate_client(new_key(), new.secret)
+        wrong = registry.authenticate_client(new.app.key, "w" * 32)
+        assert (Reason.BAD_CREDENTIALS, unknown) == (unknown.reason, wrong)
+        matches = [
+            registry.redirect_url_matches(new.app.key, url)
+            for url in (
+                REDIRECT,
+                "https://EXAMPLE.com:443/MyApp/handler",
+                REDIRECT + "/more",
+                REDIRECT + "?x=1",
+                "http://example.com/MyApp/handler",
+                "https://example.com/MyApp/",
+            )
+        ]
+        assert [True, True, False, False, False, False] == matches
+        assert not registry.redirect_url_matches(new_key(), REDIRECT)
+
 
 # -- (d) no plaintext ------------------------------------------------------------------------
 
@@ -1378,6 +1952,8 @@ class _RecordingUnit:
         self.permissions: Any = _RecordingRepository(unit.permissions, received)
         self.installations: Any = _RecordingRepository(unit.installations, received)
         self.tokens: Any = _RecordingRepository(unit.tokens, received)
+        self.codes: Any = _RecordingRepository(unit.codes, received)
+        self.refresh_tokens: Any = _RecordingRepository(unit.refresh_tokens, received)
 
 
 class _RecordingStorage:
@@ -1441,12 +2017,28 @@ def _exercise(registry: Registry, clock: ManualClock) -> list[str]:
     registry.check_token(after.token)
     clock.advance(2 * HOUR)
     registry.check_token(after.token)
+    # The OAuth grants, after the regeneration so that their records stay at rest.
+    current = attrs.evolve(other, secret=regenerated.secret)
+    registry.authenticate_client(other.app.key, regenerated.secret)
+    code = _code(registry, current)
+    pair = _exchange(registry, current, code, user_agent="agent")
+    rotated = registry.refresh(other.app.key, pair.refresh_token or "")
+    registry.check_token(rotated.token)
+    registry.revoke(pair.token)
+    spare = _exchange(registry, current, _code(registry, current))
+    registry.revoke(spare.refresh_token or "")
+    pending = _code(registry, current)
+    grants = [code, pair, rotated, spare, pending]
     return [
         trusted.secret,
         imported.secret,
         regenerated.secret,
         *(t.token for t in tokens),
         after.token,
+        VERIFIER,
+        *(g for g in grants if isinstance(g, str)),
+        *(g.token for g in grants if isinstance(g, IssuedToken)),
+        *(g.refresh_token or "" for g in grants if isinstance(g, IssuedToken)),
     ]
 
 
@@ -1505,6 +2097,29 @@ _REVOCATIONS: Final[Mapping[str, Callable[[Registry, str, str], object]]] = {
 _OPS_AFTER: Final = 15
 _MAX_OPS: Final = 400
 _WARM_TOKENS: Final = 5
+
+
+def _race(threads: int, work: Callable[[int], object]) -> list[object]:
+    """Run ``work(n)`` on ``threads`` threads released at once; their results or errors."""
+    start = threading.Barrier(threads)
+    outcomes: list[object] = []
+    lock = threading.Lock()
+
+    def run(n: int) -> None:
+        start.wait(timeout=30)
+        try:
+            outcome = work(n)
+        except Exception as exc:  # noqa: BLE001 - the outcome the test looks at
+            outcome = exc
+        with lock:
+            outcomes.append(outcome)
+
+    workers = [threading.Thread(target=run, args=(n,)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return outcomes
 
 
 def _live_ids(storage: Storage, key: str, account: str, now: datetime) -> set[str]:
@@ -1656,6 +2271,37 @@ class ConcurrencyContract(StorageFixtures):
             ]
             assert set() == race.late_tokens()
 
+    def test_a_code_is_exchanged_once_however_many_race(
+        self, storage: Storage, second_handle: Storage, clock: ManualClock
+    ) -> None:
+        """Threads exchanging one code at once: one gets tokens, every other `InvalidGrant`."""
+        registries = [Registry(storage=h, clock=clock) for h in (storage, second_handle)]
+        new = _register(registries[0], "dev")
+        registries[0].permit_account("acme", by="admin")
+        code = _code(registries[0], new)
+        outcomes = _race(8, lambda n: _exchange(registries[n % 2], new, code))
+        assert (1, 7) == (
+            sum(isinstance(o, IssuedToken) for o in outcomes),
+            sum(isinstance(o, InvalidGrant) for o in outcomes),
+        )
+
+    def test_a_refresh_token_rotates_once_however_many_race(
+        self, storage: Storage, second_handle: Storage, clock: ManualClock
+    ) -> None:
+        """Threads refreshing one token at once: one rotates it, the others revoke the family."""
+        registries = [Registry(storage=h, clock=clock) for h in (storage, second_handle)]
+        new = _register(registries[0], "dev")
+        registries[0].permit_account("acme", by="admin")
+        issued = _exchange(registries[0], new, _code(registries[0], new))
+        refresh_token = issued.refresh_token or ""
+        outcomes = _race(8, lambda n: registries[n % 2].refresh(new.app.key, refresh_token))
+        winners = [o for o in outcomes if isinstance(o, IssuedToken)]
+        assert (1, 7) == (len(winners), sum(isinstance(o, InvalidGrant) for o in outcomes))
+        # A loser came after the winner and found the token rotated: the family is gone.
+        assert [Reason.TOKEN_UNKNOWN] * 2 == [
+            registries[1].check_token(t.token).reason for t in (issued, *winners)
+        ]
+
     def test_read_modify_write_transactions_serialize(self, storage: Storage) -> None:
         """Threads that read a row and write it back, each in a transaction, lose no update."""
         app = _add_app(storage, make_app(description="0"))
@@ -1697,6 +2343,8 @@ class StorageContract(
     PermissionRepositoryContract,
     InstallationRepositoryContract,
     TokenRepositoryContract,
+    CodeRepositoryContract,
+    RefreshTokenRepositoryContract,
     TokenContextContract,
     TransactionContract,
     PersistenceContract,
