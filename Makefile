@@ -3,10 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-LINTED := $(wildcard src tests benchmarks docs)
+LINTED := $(wildcard src tests benchmarks docs fuzz)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test lint typecheck pytest demo docs bench clean
+.PHONY: help venv test lint typecheck pytest demo docs bench fuzz clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -43,6 +43,17 @@ docs: $(STAMP)  ## build the HTML docs; warnings are errors
 
 bench: $(STAMP)  ## benchmarks (see docs/performance.md)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# Seconds each atheris harness runs for; FUZZ_ARGS go to every harness (e.g. -atheris_runs=N).
+FUZZ_SECONDS ?= 30
+fuzz: $(STAMP)  ## long Hypothesis profile, then each atheris harness (see fuzz/README.md)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -p no:cacheprovider tests/test_fuzz.py
+	$(BIN)/python -m pip install --quiet atheris
+	mkdir -p build/fuzz
+	for harness in fuzz/fuzz_*.py; do \
+		$(BIN)/python $$harness -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=build/fuzz/ \
+			-print_final_stats=1 $(FUZZ_ARGS) || exit 1; \
+	done
 
 clean:  ## remove the virtual environment and build output
 	rm -rf $(VENV) build dist .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -301,6 +301,44 @@ class TestUrls:
             assert canonical == _canonical(canonical)
 
 
+# Cyrillic letters that look like Latin a e o p c y x i j d q w, Greek ones like a o v p t k i.
+_LOOKALIKES = (
+    "\u0430\u0435\u043e\u0440\u0441\u0443\u0445\u0456\u0458\u0501\u051b\u051d"
+    "\u03b1\u03bf\u03bd\u03c1\u03c4\u03ba\u03b9"
+)
+_LATIN_LABELS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=20)
+
+
+@st.composite
+def _lookalike_labels(draw: st.DrawFn) -> str:
+    """A Latin label with one Cyrillic or Greek look-alike letter put in anywhere."""
+    label = draw(_LATIN_LABELS)
+    position = draw(st.integers(0, len(label)))
+    return label[:position] + draw(st.sampled_from(_LOOKALIKES)) + label[position:]
+
+
+class TestMixedScripts:
+    """One look-alike letter in a Latin label is refused, in any spelling and any label; the
+    same letters make up a whole label of their own script."""
+
+    @given(label=_lookalike_labels(), tld=st.sampled_from(["com", "\u0440\u0444"]))
+    def test_in_a_host(self, label: str, tld: str) -> None:
+        ascii_label = idna.encode(label, uts46=True).decode("ascii")
+        for host in (f"{label}.{tld}", f"www.{ascii_label}.{tld}", f"{label.upper()}.{tld}"):
+            assert (None, [("homepage", "mixed_script")]) == _url("homepage", f"http://{host}/")
+
+    @given(label=_lookalike_labels())
+    def test_in_an_email_domain(self, label: str) -> None:
+        outcome = _check(lambda p: p.email("admin_email", f"admin@{label}.com"))
+        assert (None, [("admin_email", "mixed_script")]) == outcome
+
+    @given(label=st.text(alphabet=_LOOKALIKES[:12], min_size=1, max_size=20))
+    def test_a_whole_cyrillic_label_is_accepted_and_shown_in_unicode(self, label: str) -> None:
+        canonical = _canonical(f"https://{label}.com/cb", "redirect_url")
+        assert isinstance(canonical, str)
+        assert f"https://{label}.com/cb" == display_url(canonical)
+
+
 class TestEmails:
     """Valid emails, IDN domains and internationalized local parts included, are accepted."""
 

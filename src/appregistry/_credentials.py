@@ -9,6 +9,9 @@
   its plaintext, nor presented as a digest of another kind.
 - With a host-supplied encryption key, secrets are also kept as Fernet ciphertext, so they
   can be revealed again (R7).
+- Both the pepper and the encryption key can be rotated: each may be a sequence, newest
+  first. The newest makes every new digest and ciphertext; the older ones keep what they
+  made readable (look-ups try every pepper, `MultiFernet` every key).
 - Comparisons are constant-time (R25).
 """
 
@@ -19,10 +22,11 @@ import hashlib
 import hmac
 import secrets
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final
 
-from cryptography.fernet import Fernet, InvalidToken
+import attrs
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from ._records import StoredSecret
 from .errors import AppRegistryError
@@ -212,13 +216,66 @@ def _hmac_states(key: bytes, label: bytes) -> tuple[Callable[[], HASH], Callable
 _DEFAULT_PEPPER: Final = b"appregistry default pepper: set Registry(pepper=...) in production"
 
 
+def _peppers(pepper: bytes | Sequence[bytes | None] | None) -> tuple[bytes, ...]:
+    """The configured peppers, newest first; the public default when none is given.
+
+    ``None`` in a sequence stands for that default, so that a registry which ran without a
+    pepper can rotate to one.
+
+    >>> _peppers([b"new", None]) == (b"new", _DEFAULT_PEPPER)
+    True
+    """
+    if pepper is None:
+        return (_DEFAULT_PEPPER,)
+    given = (pepper,) if isinstance(pepper, bytes | bytearray) else tuple(pepper)
+    if not given:
+        raise ValueError("pepper must be bytes or a non-empty sequence of bytes, newest first")
+    peppers = []
+    for each in given:
+        if each is None:
+            each = _DEFAULT_PEPPER  # noqa: PLW2901 - the default stands in, as documented
+        if not isinstance(each, bytes | bytearray):
+            raise TypeError("each pepper must be bytes")
+        if not each:
+            raise ValueError("pepper must not be empty")
+        peppers.append(bytes(each))
+    return tuple(peppers)
+
+
+def _fernets(key: bytes | str | Sequence[bytes | str] | None) -> tuple[MultiFernet, Fernet] | None:
+    """A `MultiFernet` over the encryption keys (newest first) and the newest key's `Fernet`.
+
+    ``None`` without a key.
+    """
+    if key is None:
+        return None
+    keys = [key] if isinstance(key, bytes | bytearray | str) else list(key)
+    if not keys:
+        raise ValueError("encryption_key must be a Fernet key or a non-empty sequence of them")
+    try:
+        fernets = [Fernet(each) for each in keys]
+    except (ValueError, TypeError) as exc:
+        # Say what is wrong without echoing the key itself.
+        raise ValueError(
+            "encryption_key must be a Fernet key (32 url-safe base64-encoded bytes), "
+            "or a sequence of them, newest first"
+        ) from exc
+    return MultiFernet(fernets), fernets[0]
+
+
 class Credentials:
     """Digests and (optionally) encrypts secrets and tokens for one registry.
 
+    Both keys can be rotated: give a sequence, newest first. The newest pepper digests
+    everything new, and look-ups try every pepper, so what was digested under an older one
+    keeps working; the newest encryption key encrypts, and every key decrypts.
+
     Args:
-        pepper: Optional server-side key for the digests. Keep it outside the database.
-        encryption_key: Optional Fernet key (``Fernet.generate_key()``); when given, secrets
-            are also stored encrypted and can be revealed.
+        pepper: Optional server-side key for the digests, or a sequence of them, newest
+            first (``None`` in it: the built-in default). Keep it outside the database.
+        encryption_key: Optional Fernet key (``Fernet.generate_key()``), or a sequence of
+            them, newest first; when given, secrets are also stored encrypted and can be
+            revealed.
 
     >>> creds = Credentials(pepper=b"server pepper")
     >>> stored = creds.store_secret("jaZK33AmjGFEUXOtcJhyc9h7hlv4Oo8N")
@@ -228,53 +285,65 @@ class Credentials:
     False
     >>> b"jaZK33" in stored.digest
     False
+    >>> rotated = Credentials(pepper=[b"new pepper", b"server pepper"])
+    >>> rotated.secret_matches(stored, "jaZK33AmjGFEUXOtcJhyc9h7hlv4Oo8N")
+    True
     """
 
     __slots__ = (
         "_code_mac",
+        "_code_macs",
         "_dummy_digest",
         "_fernet",
+        "_newest_fernet",
         "_refresh_mac",
+        "_refresh_macs",
         "_secret_mac",
+        "_secret_macs",
         "_token_inner",
         "_token_outer",
+        "_token_states",
     )
 
     def __init__(
-        self, *, pepper: bytes | None = None, encryption_key: bytes | str | None = None
+        self,
+        *,
+        pepper: bytes | Sequence[bytes | None] | None = None,
+        encryption_key: bytes | str | Sequence[bytes | str] | None = None,
     ) -> None:
-        key = pepper if pepper is not None else _DEFAULT_PEPPER
-        if not key:
-            raise ValueError("pepper must not be empty")
-        secret_mac = hmac.new(key, _SECRET_LABEL, hashlib.sha256)
-        fernet: Fernet | None = None
-        if encryption_key is not None:
-            try:
-                fernet = Fernet(encryption_key)
-            except (ValueError, TypeError) as exc:
-                # Say what is wrong without echoing the key itself.
-                raise ValueError(
-                    "encryption_key must be a Fernet key: 32 url-safe base64-encoded bytes"
-                ) from exc
-        dummy_mac = secret_mac.copy()
+        peppers = _peppers(pepper)
+        fernets = _fernets(encryption_key)
+        secret_macs = tuple(hmac.new(key, _SECRET_LABEL, hashlib.sha256) for key in peppers)
+        dummy_mac = secret_macs[0].copy()
         dummy_mac.update(secrets.token_bytes(32))
-        self._token_inner, self._token_outer = _hmac_states(key, _TOKEN_LABEL)
-        self._secret_mac = secret_mac
-        self._code_mac = hmac.new(key, _CODE_LABEL, hashlib.sha256)
-        self._refresh_mac = hmac.new(key, _REFRESH_LABEL, hashlib.sha256)
-        self._fernet = fernet
+        self._token_states = tuple(_hmac_states(key, _TOKEN_LABEL) for key in peppers)
+        self._token_inner, self._token_outer = self._token_states[0]
+        self._secret_macs = secret_macs
+        self._secret_mac = secret_macs[0]
+        self._code_macs = tuple(hmac.new(key, _CODE_LABEL, hashlib.sha256) for key in peppers)
+        self._code_mac = self._code_macs[0]
+        self._refresh_macs = tuple(hmac.new(key, _REFRESH_LABEL, hashlib.sha256) for key in peppers)
+        self._refresh_mac = self._refresh_macs[0]
+        # MultiFernet does not say which key decrypted; the newest alone tells "up to date".
+        self._fernet: MultiFernet | None = fernets[0] if fernets is not None else None
+        self._newest_fernet: Fernet | None = fernets[1] if fernets is not None else None
         self._dummy_digest = dummy_mac.digest()
 
     def __repr__(self) -> str:
-        return f"Credentials(can_reveal={self.can_reveal})"
+        return f"Credentials(can_reveal={self.can_reveal}, peppers={len(self._secret_macs)})"
 
     @property
     def can_reveal(self) -> bool:
         """Whether secrets are stored encrypted and so can be revealed."""
         return self._fernet is not None
 
+    @property
+    def rotating_peppers(self) -> bool:
+        """Whether older peppers are configured beside the newest (look-ups try each)."""
+        return len(self._secret_macs) > 1
+
     def token_digest(self, token: str) -> bytes:
-        """The keyed digest under which a token is stored and looked up.
+        """The keyed digest under which a token is stored and looked up (newest pepper).
 
         HMAC-SHA256, as RFC 2104 defines it, from the two hash states that the padded key
         leaves (see `_hmac_states`): every token check computes it.
@@ -285,45 +354,135 @@ class Credentials:
         outer.update(inner.digest())
         return outer.digest()
 
+    def token_digests(self, token: str) -> tuple[bytes, ...]:
+        """The token's digest under every pepper, newest first: what a look-up tries.
+
+        >>> creds = Credentials(pepper=[b"new", b"old"])
+        >>> new, old = creds.token_digests("token")
+        >>> new == creds.token_digest("token")
+        True
+        >>> old == Credentials(pepper=b"old").token_digest("token")
+        True
+        """
+        data = token.encode("utf-8", "surrogatepass")
+        digests = []
+        for make_inner, make_outer in self._token_states:
+            inner = make_inner()
+            inner.update(data)
+            outer = make_outer()
+            outer.update(inner.digest())
+            digests.append(outer.digest())
+        return tuple(digests)
+
     def code_digest(self, code: str) -> bytes:
-        """The keyed digest under which an authorization code is stored and taken."""
-        mac = self._code_mac.copy()
-        mac.update(code.encode("utf-8", "surrogatepass"))
-        return mac.digest()
+        """The keyed digest under which an authorization code is stored (newest pepper)."""
+        return _finish(self._code_mac, code)
+
+    def code_digests(self, code: str) -> tuple[bytes, ...]:
+        """The code's digest under every pepper, newest first: what taking it tries."""
+        return tuple(_finish(mac, code) for mac in self._code_macs)
 
     def refresh_digest(self, token: str) -> bytes:
-        """The keyed digest under which a refresh token is stored and looked up."""
-        mac = self._refresh_mac.copy()
-        mac.update(token.encode("utf-8", "surrogatepass"))
-        return mac.digest()
+        """The keyed digest under which a refresh token is stored (newest pepper)."""
+        return _finish(self._refresh_mac, token)
+
+    def refresh_digests(self, token: str) -> tuple[bytes, ...]:
+        """The refresh token's digest under every pepper, newest first."""
+        return tuple(_finish(mac, token) for mac in self._refresh_macs)
 
     def _secret_digest(self, secret: str) -> bytes:
-        mac = self._secret_mac.copy()
-        mac.update(secret.encode("utf-8", "surrogatepass"))
-        return mac.digest()
+        return _finish(self._secret_mac, secret)
 
     def store_secret(self, secret: str) -> StoredSecret:
         """What storage keeps of ``secret``: its digest, and its ciphertext if configured."""
         ciphertext = self._fernet.encrypt(secret.encode()) if self._fernet else None
         return StoredSecret(self._secret_digest(secret), ciphertext)
 
-    def secret_matches(self, stored: StoredSecret | None, secret: str) -> bool:
+    def secret_matches(
+        self, stored: StoredSecret | None, secret: str, *, previous_valid: bool = False
+    ) -> bool:
         """Constant-time comparison of ``secret`` with what is stored (R25).
 
-        With ``stored=None`` (an unknown key) the same work is done against a dummy digest,
-        so an unknown key and a wrong secret take the same time.
+        The secret is digested under every pepper and compared with the current digest and
+        with the previous one (a secret in its grace window, see
+        `appregistry.Registry.rotate_secret`); the previous one counts only when
+        ``previous_valid``, which the caller decides from its clock. Every comparison is
+        made whatever the outcome: with ``stored=None`` (an unknown key), or without a
+        previous secret, a dummy digest stands in, so an unknown key, a wrong secret and an
+        app in its grace window all take the same time.
         """
-        expected = stored.digest if stored is not None else self._dummy_digest
-        matches = hmac.compare_digest(expected, self._secret_digest(secret))
-        return matches and stored is not None
+        dummy = self._dummy_digest
+        current = stored.digest if stored is not None else dummy
+        previous = dummy
+        if stored is not None and stored.previous_digest is not None:
+            previous = stored.previous_digest
+        current_matches = previous_matches = False
+        for mac in self._secret_macs:
+            digest = _finish(mac, secret)
+            current_matches |= hmac.compare_digest(current, digest)
+            previous_matches |= hmac.compare_digest(previous, digest)
+        if stored is None:
+            return False
+        return current_matches or (previous_matches and previous_valid)
 
     def reveal_secret(self, stored: StoredSecret) -> str | None:
         """The plaintext secret, or ``None`` when it was stored without encryption."""
         if self._fernet is None or stored.ciphertext is None:
             return None
+        return self._decrypt(stored.ciphertext).decode()
+
+    def refresh_secret(self, stored: StoredSecret) -> StoredSecret | None:
+        """``stored`` under the newest encryption key and pepper, or ``None`` if it is already.
+
+        The ciphertext is re-encrypted with the newest key (`MultiFernet.rotate`). When
+        older peppers are configured, the digest is made again under the newest pepper from
+        the decrypted secret, provided the secret matches the stored digest under one of
+        them. A secret stored without ciphertext cannot be re-digested: ``None``. The
+        previous (grace) secret is left as it is.
+
+        Raises:
+            AppRegistryError: No configured key decrypts the ciphertext.
+        """
+        fernet, newest = self._fernet, self._newest_fernet
+        ciphertext = stored.ciphertext
+        if fernet is None or newest is None or ciphertext is None:
+            return None
         try:
-            return self._fernet.decrypt(stored.ciphertext).decode()
+            newest.decrypt(ciphertext)
+        except InvalidToken:
+            try:
+                ciphertext = fernet.rotate(ciphertext)
+            except InvalidToken as exc:
+                raise _undecryptable() from exc
+        digest = stored.digest
+        if self.rotating_peppers:
+            secret = self._decrypt(ciphertext).decode()
+            fresh = self._secret_digest(secret)
+            older = [_finish(mac, secret) for mac in self._secret_macs[1:]]
+            if not hmac.compare_digest(fresh, digest) and any(
+                hmac.compare_digest(old, digest) for old in older
+            ):
+                digest = fresh
+        if ciphertext == stored.ciphertext and digest == stored.digest:
+            return None
+        return attrs.evolve(stored, digest=digest, ciphertext=ciphertext)
+
+    def _decrypt(self, ciphertext: bytes) -> bytes:
+        assert self._fernet is not None  # noqa: S101 - callers checked; for the type checker
+        try:
+            return self._fernet.decrypt(ciphertext)
         except InvalidToken as exc:
-            raise AppRegistryError(
-                "the stored secret cannot be decrypted with the configured encryption key"
-            ) from exc
+            raise _undecryptable() from exc
+
+
+def _finish(mac: hmac.HMAC, text: str) -> bytes:
+    # A copy of the prepared MAC (the pepper and label already absorbed), finished on text.
+    copy = mac.copy()
+    copy.update(text.encode("utf-8", "surrogatepass"))
+    return copy.digest()
+
+
+def _undecryptable() -> AppRegistryError:
+    return AppRegistryError(
+        "the stored secret cannot be decrypted with the configured encryption key(s)"
+    )

@@ -49,10 +49,31 @@ class App:
 
 @attrs.frozen
 class StoredSecret:
-    """What storage keeps of an app secret: a keyed digest and, optionally, a ciphertext."""
+    """What storage keeps of an app secret: a keyed digest and, optionally, a ciphertext.
+
+    After `appregistry.Registry.rotate_secret`, the digest of the secret it replaced is kept
+    too, with the deadline until which that previous secret still authenticates (a grace
+    window); never its ciphertext.
+
+    >>> from datetime import datetime, UTC
+    >>> until = datetime(2015, 4, 27, tzinfo=UTC)
+    >>> stored = StoredSecret(b"new", previous_digest=b"old", previous_valid_until=until)
+    >>> stored.previous_valid(datetime(2015, 4, 26, tzinfo=UTC)), stored.previous_valid(until)
+    (True, False)
+    """
 
     digest: bytes = attrs.field(repr=False)
     ciphertext: bytes | None = attrs.field(default=None, repr=False)
+    previous_digest: bytes | None = attrs.field(default=None, repr=False)
+    previous_valid_until: datetime | None = None
+
+    def previous_valid(self, now: datetime) -> bool:
+        """Whether the previous secret still authenticates at ``now``: until its deadline."""
+        return (
+            self.previous_digest is not None
+            and self.previous_valid_until is not None
+            and now < self.previous_valid_until
+        )
 
 
 @attrs.frozen
@@ -271,6 +292,9 @@ class EventKind(enum.StrEnum):
     APP_REGISTERED = "app_registered"
     APP_UPDATED = "app_updated"
     APP_SECRET_REGENERATED = "app_secret_regenerated"
+    APP_SECRET_ROTATED = "app_secret_rotated"
+    SECRETS_REENCRYPTED = "secrets_reencrypted"
+    AUTHENTICATION_FAILED = "authentication_failed"
     APP_ENABLED = "app_enabled"
     APP_DISABLED = "app_disabled"
     APP_REMOVED = "app_removed"
@@ -292,6 +316,8 @@ class Event:
     """A change that has been committed (R27). Events carry ids and counts, never secrets.
 
     ``details`` holds small, JSON-ready facts: changed field names, token ids, counts.
+    `EventKind.AUTHENTICATION_FAILED` is the one kind that tells of no change: a client
+    failed to authenticate, and ``details["failures"]`` counts such failures of its key.
     """
 
     kind: EventKind

@@ -5,10 +5,11 @@ from __future__ import annotations
 import enum
 import hmac
 import logging
+import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, TypeAlias, cast
+from typing import Any, Final, TypeAlias, TypeVar, cast
 
 import attrs
 
@@ -31,8 +32,10 @@ from ._records import (
     Page,
     RefreshToken,
     RegisteredApp,
+    StoredSecret,
 )
 from ._validation import (
+    MAX_ACCOUNT_LENGTH,
     MAX_DESCRIPTION_LENGTH,
     MAX_NAME_LENGTH,
     MAX_USER_AGENT_LENGTH,
@@ -40,6 +43,7 @@ from ._validation import (
 )
 from .errors import (
     AppNotFound,
+    AppRegistryError,
     Denied,
     FieldProblem,
     InstallationNotFound,
@@ -54,6 +58,7 @@ from .ports import ListQuery, Storage, UnitOfWork
 __all__ = ["UNSET", "Clock", "Listener", "Registry", "TokenCheck"]
 
 logger = logging.getLogger("appregistry")
+T = TypeVar("T")
 
 #: A clock returns the current time as an aware datetime. Injected so tests control time.
 Clock: TypeAlias = Callable[[], datetime]
@@ -76,6 +81,13 @@ _KEY_ATTEMPTS: Final = 5
 _DEFAULT_PURGE_BATCH: Final = 1000
 #: Larger purge batches are cut to this: a batch must stay short, and its LIMIT must fit SQL.
 _MAX_PURGE_BATCH: Final = 100_000
+#: How long after a secret rotation the previous secret may keep authenticating, at most.
+MAX_SECRET_GRACE: Final = timedelta(days=30)
+#: Default window over which failed authentications of one key are counted.
+DEFAULT_FAILURE_WINDOW: Final = timedelta(minutes=15)
+#: Most presented keys whose failures are counted at once; the least recent are forgotten.
+_MAX_COUNTED_KEYS: Final = 100_000
+_DEFAULT_REENCRYPT_BATCH: Final = 100
 
 
 class _Unset(enum.Enum):
@@ -135,6 +147,35 @@ def _boolean(problems: Problems, field: str, value: object) -> bool | None:
     return value
 
 
+class _FailureCounter:
+    """Failed client authentications per presented key, counted in a window from the first.
+
+    A key's window opens at its first failure and lasts ``window``; a failure after it opens a
+    new window, counted from 1. At most ``max_keys`` keys are counted at once: past that, the
+    key whose latest failure is the oldest is forgotten, so memory stays bounded however many
+    keys a client invents.
+    """
+
+    def __init__(self, window: timedelta, max_keys: int) -> None:
+        self._window = window
+        self._max_keys = max_keys
+        # In the order of each key's latest failure, so the first entry is the one to forget.
+        self._counts: dict[str | None, tuple[datetime, int]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, key: str | None, now: datetime) -> int:
+        """Count a failure of ``key`` at ``now``; return the key's count in its window."""
+        with self._lock:
+            opened, count = self._counts.pop(key, (now, 0))
+            # A clock that went back also opens a new window, rather than extending one.
+            if not opened <= now < opened + self._window:
+                opened, count = now, 0
+            self._counts[key] = (opened, count + 1)
+            if len(self._counts) > self._max_keys:
+                del self._counts[next(iter(self._counts))]
+        return count + 1
+
+
 @attrs.define
 class Registry:
     """The one composition root: apps, installations, access tokens and their policy.
@@ -149,9 +190,18 @@ class Registry:
         refresh_token_lifetime: How long a refresh token lives (30 days); a rotation issues
             a new one that lives as long again.
         max_apps_per_owner: How many apps one owner may register (R9).
-        pepper: A server-side key for token and secret digests, kept outside the database.
+        pepper: A server-side key for token and secret digests, kept outside the database;
+            or a sequence of them, newest first, to rotate it: the newest digests everything
+            new, and tokens, codes, refresh tokens and secrets digested under an older one
+            keep working (until they expire) while it stays in the sequence. ``None`` in the
+            sequence stands for the built-in default: a registry that ran without a pepper
+            moves to one with ``pepper=[new, None]``.
         secret_encryption_key: A Fernet key. With it, secrets are stored encrypted and
-            `reveal_secret` works (R7); without it, a secret is shown only once.
+            `reveal_secret` works (R7); without it, a secret is shown only once. A sequence
+            of keys, newest first, rotates it (`cryptography.fernet.MultiFernet`): the newest
+            encrypts, every one decrypts; `reencrypt_secrets` moves everything to the newest.
+        failure_window: The window over which failed client authentications of one key are
+            counted in `EventKind.AUTHENTICATION_FAILED` events (15 minutes).
         listeners: Called with every `Event` after its transaction commits (R27).
 
     >>> from appregistry.storage.memory import MemoryStorage
@@ -175,14 +225,22 @@ class Registry:
     _max_apps_per_owner: int = attrs.field(
         default=DEFAULT_MAX_APPS_PER_OWNER, alias="max_apps_per_owner", kw_only=True
     )
-    _pepper: bytes | None = attrs.field(default=None, alias="pepper", kw_only=True, repr=False)
-    _secret_encryption_key: bytes | str | None = attrs.field(
+    _pepper: bytes | Sequence[bytes | None] | None = attrs.field(
+        default=None, alias="pepper", kw_only=True, repr=False
+    )
+    _secret_encryption_key: bytes | str | Sequence[bytes | str] | None = attrs.field(
         default=None, alias="secret_encryption_key", kw_only=True, repr=False
+    )
+    _failure_window: timedelta = attrs.field(
+        default=DEFAULT_FAILURE_WINDOW, alias="failure_window", kw_only=True
     )
     _listeners: tuple[Listener, ...] = attrs.field(
         default=(), alias="listeners", kw_only=True, converter=tuple
     )
     _credentials: cred.Credentials = attrs.field(init=False, repr=False)
+    # Whether token checks look under older peppers too; with one pepper they cost nothing.
+    _rotating_peppers: bool = attrs.field(init=False, repr=False)
+    _failures: _FailureCounter = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if self._token_lifetime <= timedelta(0):
@@ -191,9 +249,13 @@ class Registry:
             raise ValueError("code_lifetime and refresh_token_lifetime must be positive")
         if self._max_apps_per_owner < 1:
             raise ValueError("max_apps_per_owner must be at least 1")
+        if self._failure_window <= timedelta(0):
+            raise ValueError("failure_window must be positive")
         self._credentials = cred.Credentials(
             pepper=self._pepper, encryption_key=self._secret_encryption_key
         )
+        self._rotating_peppers = self._credentials.rotating_peppers
+        self._failures = _FailureCounter(self._failure_window, _MAX_COUNTED_KEYS)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -209,6 +271,9 @@ class Registry:
         with self._storage.transaction() as tx:
             yield tx, events
         # Only now is the change durable: listeners never hear of a rolled-back change.
+        self._emit(events)
+
+    def _emit(self, events: Sequence[Event]) -> None:
         for event in events:
             for listener in self._listeners:
                 try:
@@ -421,6 +486,120 @@ class Registry:
                 )
             )
         return RegisteredApp(app, secret)
+
+    def rotate_secret(self, key: str, *, old_secret_valid_until: datetime) -> RegisteredApp:
+        """Give the app a new secret while the current one keeps working until a deadline.
+
+        Unlike `regenerate_secret` (R8), nothing is revoked. The new secret authenticates at
+        once; the one it replaces keeps authenticating until ``old_secret_valid_until``, so
+        the app's servers can move to the new secret one at a time; every access token,
+        refresh token and code is kept. Only one previous secret is kept: rotating again
+        replaces it with the secret that was current, and the one before that stops at
+        once. `regenerate_secret` ends a grace window as well.
+
+        Args:
+            key: The app.
+            old_secret_valid_until: When the previous secret stops authenticating: an
+                aware datetime after now and at most 30 days ahead.
+
+        Returns:
+            The app and its new secret, shown this once (unless secrets are kept encrypted).
+
+        Raises:
+            ValidationError: The deadline is not an aware datetime, not after now, or more
+                than 30 days ahead (field ``old_secret_valid_until``); nothing is written.
+            AppNotFound: No app has ``key``.
+
+        >>> from datetime import timedelta
+        >>> from appregistry.storage.memory import MemoryStorage
+        >>> from appregistry.testing import ManualClock
+        >>> clock = ManualClock()
+        >>> registry = Registry(storage=MemoryStorage(), clock=clock)
+        >>> old = registry.register_app("acme", name="MyApp", homepage="http://example.com/",
+        ...     admin_email="admin@example.com", redirect_url="https://example.com/cb")
+        >>> new = registry.rotate_secret(
+        ...     old.app.key, old_secret_valid_until=clock() + timedelta(days=7))
+        >>> [registry.authenticate_client(old.app.key, s).allowed for s in (old.secret, new.secret)]
+        [True, True]
+        >>> clock.advance(timedelta(days=7))
+        >>> [registry.authenticate_client(old.app.key, s).allowed for s in (old.secret, new.secret)]
+        [False, True]
+        """
+        now = self._now()
+        until = _grace_deadline(old_secret_valid_until, now)
+        secret = cred.generate_secret()
+        fresh = self._credentials.store_secret(secret)
+        with self._transaction() as (tx, events):
+            app = self._app(tx, key)
+            current = tx.apps.get_secret(key)
+            if current is None:  # pragma: no cover - the app was just read in this transaction
+                raise AppNotFound(str(key))
+            replaced = current.previous_valid(now)
+            tx.apps.set_secret(
+                key,
+                attrs.evolve(fresh, previous_digest=current.digest, previous_valid_until=until),
+            )
+            details: dict[str, object] = {"old_secret_valid_until": until.isoformat()}
+            if replaced:
+                details["grace_secret_replaced"] = True
+            events.append(Event(EventKind.APP_SECRET_ROTATED, now, key, app.owner, details))
+        return RegisteredApp(app, secret)
+
+    def reencrypt_secrets(self, *, batch_size: int = _DEFAULT_REENCRYPT_BATCH) -> int:
+        """Re-encrypt every stored secret with the newest encryption key, in bounded batches.
+
+        Run it after putting a new key first in ``secret_encryption_key``; once it has
+        returned, no secret needs the older keys, and they can be dropped. Apps are walked
+        in key order, ``batch_size`` per transaction, each ciphertext re-encrypted with
+        `MultiFernet.rotate`. Secrets already under the newest key are left alone, so a
+        second run rewrites nothing and returns 0; it may run while the registry serves.
+
+        When older peppers are configured as well, each encrypted secret's digest is made
+        again under the newest pepper. A secret stored without ciphertext cannot be (it was
+        never kept in a readable form) and keeps its digest; so do grace-window secrets.
+
+        Args:
+            batch_size: Most apps read, and rewritten, per transaction.
+
+        Returns:
+            How many secrets were rewritten.
+
+        Raises:
+            ValueError: No ``secret_encryption_key`` is configured, or ``batch_size`` < 1.
+            AppRegistryError: A stored secret decrypts with none of the configured keys.
+                The batches before it stay committed; its own batch is not written.
+        """
+        if not self._credentials.can_reveal:
+            raise ValueError("reencrypt_secrets needs a secret_encryption_key")
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        batch_size = min(batch_size, _MAX_PURGE_BATCH)
+        now = self._now()
+        total = 0
+        after: str | None = None
+        while True:
+            with self._transaction() as (tx, events):
+                batch = tx.apps.list_secrets(after=after, limit=batch_size)
+                changed = 0
+                for key, stored in batch:
+                    try:
+                        refreshed = self._credentials.refresh_secret(stored)
+                    except AppRegistryError as exc:
+                        raise AppRegistryError(
+                            f"the secret of app {key!r} decrypts with none of the configured "
+                            "encryption keys; this batch was not written"
+                        ) from exc
+                    if refreshed is not None:
+                        tx.apps.set_secret(key, refreshed)
+                        changed += 1
+                if changed:
+                    events.append(
+                        Event(EventKind.SECRETS_REENCRYPTED, now, details={"count": changed})
+                    )
+            total += changed
+            if len(batch) < batch_size:
+                return total
+            after = batch[-1][0]
 
     def reveal_secret(self, key: str) -> str:
         """The app's current secret, when the registry keeps secrets encrypted (R7).
@@ -698,7 +877,8 @@ class Registry:
             Denied: Any reason at all. Its message is the same for every reason, so a caller
                 cannot tell an unknown key from a wrong secret (R25); ``error.decision`` says
                 why, for logs.
-            ValidationError: ``account`` or ``user_agent`` is malformed.
+            ValidationError: ``account`` or ``user_agent`` is malformed, or ``key`` or
+                ``secret`` is not text or longer than 512 characters.
         """
         problems = Problems()
         if account is not None:
@@ -709,6 +889,9 @@ class Registry:
         for field, value in (("key", key), ("secret", secret)):
             if not _is_text(value):
                 problems.add(field, "not_text", f"{field} must be text")
+            elif len(value) > _MAX_PRESENTED_TOKEN:
+                # Says nothing about the app (R25): no key or secret is that long.
+                problems.add(field, "too_long", f"{field} is longer than any {field}")
         problems.raise_if_any()
 
         now = self._now()
@@ -718,8 +901,8 @@ class Registry:
             known = _is_id(key)
             app = tx.apps.get(key) if known else None
             # Always compare, even for an unknown key, so both take the same time (R25).
-            credentials_valid = self._credentials.secret_matches(
-                tx.apps.get_secret(key) if known else None, secret
+            credentials_valid = self._secret_valid(
+                tx.apps.get_secret(key) if known else None, secret, now
             )
             client_credentials = account is None
             acting_for = (app.owner if app is not None else None) if account is None else account
@@ -739,28 +922,32 @@ class Registry:
                 credentials_valid=credentials_valid,
             )
             decision = self._policy.evaluate(request, now)
-            if not decision.allowed or app is None or acting_for is None:
-                raise Denied(decision, "invalid client credentials, or the app may not act")
-            record = AccessToken(
-                token_id=cred.generate_token_id(),
-                app_key=app.key,
-                account=acting_for,
-                grant=Grant.CLIENT_CREDENTIALS if client_credentials else Grant.AUTHORIZATION_CODE,
-                issued_at=now,
-                expires_at=now + self._token_lifetime,
-                user_agent=user_agent,
-            )
-            tx.tokens.add(record, digest)
-            events.append(
-                Event(
-                    EventKind.TOKEN_ISSUED,
-                    now,
-                    app.key,
-                    acting_for,
-                    {"token_id": record.token_id, "grant": str(record.grant)},
+            grant = Grant.CLIENT_CREDENTIALS if client_credentials else Grant.AUTHORIZATION_CODE
+            if decision.allowed and app is not None and acting_for is not None:
+                record = AccessToken(
+                    token_id=cred.generate_token_id(),
+                    app_key=app.key,
+                    account=acting_for,
+                    grant=grant,
+                    issued_at=now,
+                    expires_at=now + self._token_lifetime,
+                    user_agent=user_agent,
                 )
-            )
-        return IssuedToken(token, record)
+                tx.tokens.add(record, digest)
+                events.append(
+                    Event(
+                        EventKind.TOKEN_ISSUED,
+                        now,
+                        app.key,
+                        acting_for,
+                        {"token_id": record.token_id, "grant": str(record.grant)},
+                    )
+                )
+                return IssuedToken(token, record)
+        # Denied, and nothing written. A failed authentication is counted and told first.
+        if not credentials_valid:
+            self._authentication_failed(key, now)
+        raise Denied(decision, "invalid client credentials, or the app may not act")
 
     def check_token(self, token: str) -> TokenCheck:
         """May this access token act now? One storage round trip, then the pure policy.
@@ -777,7 +964,12 @@ class Registry:
         now = self._now()
         if not _is_text(token) or not 0 < len(token) <= _MAX_PRESENTED_TOKEN:
             return _UNKNOWN_TOKEN
-        context = self._storage.token_context(self._credentials.token_digest(token))
+        creds = self._credentials
+        context = (
+            self._storage.token_context(*creds.token_digests(token))
+            if self._rotating_peppers
+            else self._storage.token_context(creds.token_digest(token))
+        )
         if context is None:
             return _UNKNOWN_TOKEN
         return TokenCheck(self._policy._evaluate_token(context, now), context.token)
@@ -822,18 +1014,13 @@ class Registry:
 
         Raises:
             TokenNotFound: An id names no token (in the given scope); nothing is removed.
-            ValidationError: ``token_ids`` is not a collection of strings, or too long.
+            ValidationError: ``token_ids`` is not a collection of strings, has more than
+                1000 ids, or an id longer than any token id.
         """
-        if (
-            _is_text(token_ids)
-            # Typed as a collection, but hosts pass outside input through: check at run time.
-            or not isinstance(cast(object, token_ids), Collection)
-            or not all(_is_text(t) for t in token_ids)
-        ):
-            raise ValidationError(
-                [FieldProblem("token_ids", "invalid", "token_ids must be a list of token ids")]
-            )
-        if len(token_ids) > MAX_TOKEN_IDS_PER_REMOVAL:
+        # Typed as a collection, but hosts pass outside input through: check at run time,
+        # counting first so that a huge collection is refused without a look at its items.
+        collection = not _is_text(token_ids) and isinstance(cast(object, token_ids), Collection)
+        if collection and len(token_ids) > MAX_TOKEN_IDS_PER_REMOVAL:
             raise ValidationError(
                 [
                     FieldProblem(
@@ -842,6 +1029,14 @@ class Registry:
                         f"at most {MAX_TOKEN_IDS_PER_REMOVAL} tokens can be removed at once",
                     )
                 ]
+            )
+        if not collection or not all(_is_text(t) for t in token_ids):
+            raise ValidationError(
+                [FieldProblem("token_ids", "invalid", "token_ids must be a list of token ids")]
+            )
+        if any(len(t) > MAX_ACCOUNT_LENGTH for t in token_ids):
+            raise ValidationError(
+                [FieldProblem("token_ids", "too_long", "a token id is longer than any token id")]
             )
         now = self._now()
         with self._transaction() as (tx, events):
@@ -936,6 +1131,11 @@ class Registry:
         after the same work. Whether the app is enabled or trusted is not looked at: that is
         decided when a token is issued.
 
+        A previous secret in its grace window (`rotate_secret`) authenticates too.
+
+        A failure emits an `EventKind.AUTHENTICATION_FAILED` event (see
+        `_authentication_failed`), as `issue_token` does.
+
         Returns:
             `Decision.allow`, or a denial with reason ``bad_credentials``.
 
@@ -943,13 +1143,42 @@ class Registry:
         >>> Registry(storage=MemoryStorage()).authenticate_client("K" * 32, "S" * 32).reason
         <Reason.BAD_CREDENTIALS: 'bad_credentials'>
         """
-        if not _is_text(secret):
+        now = self._now()
+        valid = False
+        if _is_presented(secret):
+            with self._transaction() as (tx, _):
+                stored = tx.apps.get_secret(key) if _is_id(key) else None
+                # Always compare, even for an unknown key, so both take the same time (R25).
+                valid = self._secret_valid(stored, secret, now)
+        if not valid:
+            self._authentication_failed(key, now)
             return _BAD_CREDENTIALS
-        with self._transaction() as (tx, _):
-            stored = tx.apps.get_secret(key) if _is_id(key) else None
-            # Always compare, even for an unknown key, so both take the same time (R25).
-            valid = self._credentials.secret_matches(stored, secret)
-        return Decision.allow() if valid else _BAD_CREDENTIALS
+        return Decision.allow()
+
+    def _secret_valid(self, stored: StoredSecret | None, secret: str, now: datetime) -> bool:
+        # Whether the credentials match: the current secret, or the previous one until its
+        # deadline. Decided here with the clock's ``now``; the policy hears only the answer.
+        previous_valid = stored is not None and stored.previous_valid(now)
+        return self._credentials.secret_matches(stored, secret, previous_valid=previous_valid)
+
+    def _authentication_failed(self, key: object, now: datetime) -> None:
+        """Count a failed client authentication of ``key`` and emit its event.
+
+        The `EventKind.AUTHENTICATION_FAILED` event carries the presented key as
+        ``app_key`` when it is well formed (32 characters of the key alphabet), else
+        ``None``, and ``details={"failures": n}``: how many times that key (all malformed
+        keys together, for ``None``) failed in the current window of ``failure_window``,
+        counted in this process since the window opened at its first failure. A host can
+        rate-limit on it. The secret is never in it.
+
+        An unknown key and a wrong secret give the very same event, as they give the caller
+        the same answer (R25): logs shipped elsewhere must not tell which keys exist either.
+        The event is emitted after the (read-only) transaction, like every other.
+        """
+        presented = key if isinstance(key, str) and cred.is_importable_credential(key) else None
+        failures = self._failures.add(presented, now)
+        details = {"failures": failures}
+        self._emit([Event(EventKind.AUTHENTICATION_FAILED, now, presented, None, details)])
 
     def redirect_url_matches(self, key: str, redirect_url: str) -> bool:
         """Whether ``redirect_url`` is the app's redirect URL (R4).
@@ -1090,7 +1319,7 @@ class Registry:
         if not _is_presented(code):
             raise InvalidGrant("the code is malformed")
         now = self._now()
-        digest = self._credentials.code_digest(code)
+        digests = self._credentials.code_digests(code)
         with self._transaction() as (tx, events):
             # A failure is returned, not raised, so that taking the code still commits.
             outcome = self._exchange(
@@ -1098,7 +1327,7 @@ class Registry:
                 events,
                 now,
                 key=key,
-                digest=digest,
+                digests=digests,
                 redirect_url=redirect_url,
                 verifier=code_verifier,
                 user_agent=user_agent,
@@ -1114,12 +1343,12 @@ class Registry:
         now: datetime,
         *,
         key: str,
-        digest: bytes,
+        digests: Sequence[bytes],
         redirect_url: object,
         verifier: object,
         user_agent: str | None,
     ) -> IssuedToken | InvalidGrant | Denied:
-        record = tx.codes.take(digest)
+        record = _first(tx.codes.take, digests)
         if record is None:
             return InvalidGrant("the code is unknown, used or purged")
         if record.app_key != key:
@@ -1172,10 +1401,12 @@ class Registry:
         if not _is_presented(refresh_token):
             raise InvalidGrant("the refresh token is malformed")
         now = self._now()
-        digest = self._credentials.refresh_digest(refresh_token)
+        digests = self._credentials.refresh_digests(refresh_token)
         with self._transaction() as (tx, events):
             # A failure is returned, not raised, so that a family revocation still commits.
-            outcome = self._refresh(tx, events, now, key=key, digest=digest, user_agent=user_agent)
+            outcome = self._refresh(
+                tx, events, now, key=key, digests=digests, user_agent=user_agent
+            )
         if isinstance(outcome, IssuedToken):
             return outcome
         raise outcome
@@ -1187,10 +1418,10 @@ class Registry:
         now: datetime,
         *,
         key: str,
-        digest: bytes,
+        digests: Sequence[bytes],
         user_agent: str | None,
     ) -> IssuedToken | InvalidGrant | Denied:
-        record = tx.refresh_tokens.get(digest)
+        record = _first(tx.refresh_tokens.get, digests)
         if record is None:
             return InvalidGrant("the refresh token is unknown, revoked or purged")
         if record.app_key != key:
@@ -1235,7 +1466,7 @@ class Registry:
             return False
         now = self._now()
         with self._transaction() as (tx, events):
-            access = tx.tokens.get_by_digest(self._credentials.token_digest(token))
+            access = _first(tx.tokens.get_by_digest, self._credentials.token_digests(token))
             if access is not None:
                 if key is not None and access.app_key != key:
                     return False
@@ -1250,7 +1481,7 @@ class Registry:
                     )
                 )
                 return True
-            refresh = tx.refresh_tokens.get(self._credentials.refresh_digest(token))
+            refresh = _first(tx.refresh_tokens.get, self._credentials.refresh_digests(token))
             if refresh is None or (key is not None and refresh.app_key != key):
                 return False
             self._revoke_family(tx, events, now, refresh, cause="revoked")
@@ -1350,6 +1581,33 @@ _UNKNOWN_TOKEN: Final = TokenCheck(Decision(Reason.TOKEN_UNKNOWN, "the token is 
 _BAD_CREDENTIALS: Final = Decision(Reason.BAD_CREDENTIALS, "the key or secret is wrong")
 
 
+def _grace_deadline(until: object, now: datetime) -> datetime:
+    """``until`` as the end of a secret's grace window, in UTC, if it is a fit one."""
+    problem = None
+    if not isinstance(until, datetime):
+        problem = ("not_datetime", "old_secret_valid_until must be a datetime")
+    elif until.utcoffset() is None:
+        problem = ("not_aware", "old_secret_valid_until must be aware (have a time zone)")
+    elif until <= now:
+        problem = ("not_in_future", "old_secret_valid_until must be in the future")
+    elif until - now > MAX_SECRET_GRACE:
+        days = MAX_SECRET_GRACE.days
+        problem = ("too_far", f"old_secret_valid_until must be at most {days} days ahead")
+    if problem is not None:
+        raise ValidationError([FieldProblem("old_secret_valid_until", *problem)])
+    assert isinstance(until, datetime)  # noqa: S101 - for the type checker; checked above
+    return until.astimezone(UTC)
+
+
+def _first(look_up: Callable[[bytes], T | None], digests: Sequence[bytes]) -> T | None:
+    # What is stored under the first of ``digests`` (one per configured pepper) that has any.
+    for digest in digests:
+        found = look_up(digest)
+        if found is not None:
+            return found
+    return None
+
+
 def _is_presented(token: object) -> bool:
     # A token, code or refresh token as a client presents it: worth digesting and looking up.
     return isinstance(token, str) and 0 < len(token) <= _MAX_PRESENTED_TOKEN
@@ -1428,9 +1686,10 @@ def _is_text(value: object) -> bool:
 
 def _is_id(value: object) -> bool:
     # What storage can hold and look up: text that encodes as UTF-8 (no lone surrogates) and
-    # has no NUL (PostgreSQL refuses it). Anything else names nothing, and must not reach a
-    # driver, which would fail with its own error instead of NotFound.
-    if not isinstance(value, str) or "\x00" in value:
+    # has no NUL (PostgreSQL refuses it), no longer than the longest id stored (accounts, at
+    # MAX_ACCOUNT_LENGTH; keys and token ids are shorter). Anything else names nothing, and
+    # must not reach a driver, which would fail with its own error instead of NotFound.
+    if not isinstance(value, str) or len(value) > MAX_ACCOUNT_LENGTH or "\x00" in value:
         return False
     try:
         value.encode("utf-8")

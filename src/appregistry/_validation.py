@@ -4,11 +4,17 @@ Each validator returns the normalized value or records a `FieldProblem` in a `Pr
 collector; the caller raises one `ValidationError` with every problem once all fields are seen
 (R10). Hosts go through ``idna`` (IDNA 2008 with UTS 46 mapping), emails through
 ``email-validator`` (syntax only, no DNS), phone numbers through ``phonenumbers``.
+
+Each label of a host or of an email domain must also pass a mixed-script check in the spirit
+of Unicode TS 39's "moderately restrictive" level (see `_label_problem`); character scripts
+come from ``regex``, which carries Unicode's Script and Script_Extensions properties.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import re
 import unicodedata
 import urllib.parse
 from typing import Final
@@ -16,12 +22,14 @@ from typing import Final
 import email_validator
 import idna
 import phonenumbers
+import regex
 
 from .errors import FieldProblem, ValidationError
 
 __all__ = [
     "MAX_ACCOUNT_LENGTH",
     "MAX_DESCRIPTION_LENGTH",
+    "MAX_EMAIL_LENGTH",
     "MAX_NAME_LENGTH",
     "MAX_PAGE",
     "MAX_PER_PAGE",
@@ -51,6 +59,13 @@ MAX_PER_PAGE: Final = 1000
 MAX_PAGE: Final = 1_000_000_000
 #: The phone number as typed, before normalization.
 MAX_PHONE_LENGTH: Final = 40
+#: The admin email as typed, after trimming: the longest address SMTP can carry (RFC 5321).
+MAX_EMAIL_LENGTH: Final = 254
+# Text longer than this many times its limit is refused before it is normalized, so refusing
+# a huge value costs no more than refusing a short one. Normalization can shorten text: NFC
+# composes up to four code points into one (Greek alpha with psili, perispomeni and
+# ypogegrammeni), and trimming drops surrounding spaces. Text that long is not a name.
+_RAW_SLACK: Final = 4
 
 _HOST_LABEL_MAX: Final = 63
 _HOST_MAX: Final = 253
@@ -108,6 +123,9 @@ class Problems:
         if not isinstance(value, str):
             self.add(field, "not_text", f"{field} must be text")
             return None
+        if len(value) > _RAW_SLACK * max_length:
+            self.add(field, "too_long", f"{field} must be at most {max_length} characters")
+            return None
         normalized = unicodedata.normalize("NFC", value).strip()
         if _has_control(normalized):
             self.add(field, "control_character", f"{field} must not contain control characters")
@@ -123,6 +141,9 @@ class Problems:
             return None
         if not isinstance(value, str):
             self.add(field, "not_text", f"{field} must be text")
+            return None
+        if len(value) > _RAW_SLACK * max_length:
+            self.add(field, "too_long", f"{field} must be at most {max_length} characters")
             return None
         normalized = unicodedata.normalize("NFC", value).strip()
         if _has_control(normalized.replace("\n", "").replace("\t", "").replace("\r", "")):
@@ -141,15 +162,16 @@ class Problems:
         if not isinstance(value, str) or not value:
             self.add(field, "required", f"{field} is required")
             return None
+        # Length first: the character checks below cost time in proportion to the length.
+        if len(value) > MAX_ACCOUNT_LENGTH:
+            self.add(field, "too_long", f"{field} must be at most {MAX_ACCOUNT_LENGTH} characters")
+            return None
         if value != value.strip() or _has_control(value):
             self.add(
                 field,
                 "invalid",
                 f"{field} must not have surrounding whitespace or control characters",
             )
-            return None
-        if len(value) > MAX_ACCOUNT_LENGTH:
-            self.add(field, "too_long", f"{field} must be at most {MAX_ACCOUNT_LENGTH} characters")
             return None
         return value
 
@@ -163,7 +185,9 @@ class Problems:
         The host goes through IDNA 2008 / UTS 46 and is kept as lower-case ASCII, so the
         Unicode and ``xn--`` spellings of one host give the same string. Non-ASCII characters
         in the path and query are percent-encoded. User-info, whitespace, control characters,
-        percent-encoded hosts and (for redirect URLs) fragments are refused.
+        percent-encoded hosts, hosts a browser reads as an IPv4 number (``0x7f.1``), labels
+        that mix scripts (``mixed_script``) or digits (``mixed_digits``) and (for redirect
+        URLs) fragments are refused.
 
         >>> Problems().url("homepage", "http://Bücher.Example/Shop?q=ä")
         'http://xn--bcher-kva.example/Shop?q=%C3%A4'
@@ -222,8 +246,9 @@ class Problems:
         if "%" in hostname:
             self.add(field, "invalid_host", f"{field} host must not be percent-encoded")
             return None
-        if hostname.startswith("["):  # pragma: no cover - urlsplit strips the brackets
-            hostname = hostname.strip("[]")
+        if hostname.startswith("["):
+            self.add(field, "invalid_host", f"{field} host is not a valid address")
+            return None
         try:
             address = ipaddress.ip_address(hostname)
         except ValueError:
@@ -234,9 +259,9 @@ class Problems:
             # "example.com." and "example.com" name the same host: keep one spelling.
             hostname = hostname[:-1]
         try:
-            ascii_host = idna.encode(hostname, uts46=True).decode("ascii")
+            ascii_host = idna.encode(hostname, uts46=True).decode("ascii").lower()
             # Decoding back rejects xn-- labels that do not decode to a valid IDNA 2008 name.
-            idna.decode(ascii_host)
+            unicode_host = idna.decode(ascii_host)
         except (idna.IDNAError, UnicodeError, ValueError):
             self.add(field, "invalid_host", f"{field} host is not a valid domain name")
             return None
@@ -246,11 +271,32 @@ class Problems:
         ):
             self.add(field, "invalid_host", f"{field} host is not a valid domain name")
             return None
-        if labels[-1].isdigit():
-            # All-numeric final labels are IPv4 look-alikes ("1.2.3", "010.0.0.1"): refuse them.
+        if _NUMERIC_LABEL.fullmatch(labels[-1]):
+            # A host whose last label is a number is an IPv4 address to browsers (WHATWG URL):
+            # "1.2.3", "010.0.0.1", "2130706433" and "0x7f.1" all reach 127.0.0.1 or some
+            # other address that the text does not show. Only the plain dotted form is kept.
             self.add(field, "invalid_host", f"{field} host is not a valid domain name")
             return None
-        return ascii_host.lower()
+        if self._scripts(field, unicode_host, f"{field} host"):
+            return None
+        return ascii_host
+
+    def _scripts(self, field: str, domain: str, what: str) -> bool:
+        # Record a problem for the first label of ``domain`` that mixes scripts or digits.
+        for label in domain.split("."):
+            code = _label_problem(label)
+            if code == "mixed_script":
+                self.add(
+                    field,
+                    code,
+                    f"{what} label {label!r} mixes letters of different scripts, "
+                    "as look-alike hosts do",
+                )
+                return True
+            if code == "mixed_digits":
+                self.add(field, code, f"{what} label {label!r} mixes digits of different scripts")
+                return True
+        return False
 
     # -- contact details ---------------------------------------------------------------------
 
@@ -258,7 +304,8 @@ class Problems:
         """An email address, syntax-checked without DNS, normalized (R3).
 
         Internationalized local parts and IDN domains are accepted; the domain is kept in
-        Unicode, lower-cased, as ``email-validator`` normalizes it.
+        Unicode, lower-cased, as ``email-validator`` normalizes it. Its labels may not mix
+        scripts or digits, as a host's may not; the local part is not checked for scripts.
 
         >>> Problems().email("admin_email", "Pelé@Exämple.COM")
         'Pelé@exämple.com'
@@ -269,12 +316,18 @@ class Problems:
         if not isinstance(value, str):
             self.add(field, "not_text", f"{field} must be text")
             return None
+        address = value.strip()
+        if len(address) > MAX_EMAIL_LENGTH:
+            self.add(field, "too_long", f"{field} must be at most {MAX_EMAIL_LENGTH} characters")
+            return None
         try:
             result = email_validator.validate_email(
-                value.strip(), check_deliverability=False, allow_smtputf8=True
+                address, check_deliverability=False, allow_smtputf8=True
             )
         except email_validator.EmailNotValidError as exc:
             self.add(field, "invalid_email", f"{field} is not a valid email address: {exc}")
+            return None
+        if self._scripts(field, str(result.domain), f"{field} domain"):
             return None
         return str(result.normalized)
 
@@ -347,7 +400,9 @@ def _raw_hostname(netloc: str) -> str:
     # sigma (U+03C3): another host. IDNA does the case mapping itself.
     host = netloc.rpartition("@")[2]
     if host.startswith("["):
-        return host[1:].partition("]")[0]
+        literal, _, after = host[1:].partition("]")
+        # "[::1]x" is no address: keep the brackets, so the host is refused, not cut short.
+        return literal if not after or after.startswith(":") else host
     return host.partition(":")[0]
 
 
@@ -361,6 +416,130 @@ def _port(parts: urllib.parse.SplitResult) -> int | None:
 
 def _quote(part: str) -> str:
     return urllib.parse.quote(part, safe=_URL_SAFE)
+
+
+# What the WHATWG URL parser takes for a number in a host's last label: decimal, octal (a
+# leading 0) or hexadecimal (0x, even with no digits after it).
+_NUMERIC_LABEL: Final = re.compile(r"[0-9]+|0x[0-9a-f]*", re.ASCII)
+
+# -- scripts (Unicode TS 39, section 5) ------------------------------------------------------
+#
+# A label may not mix scripts, as "apple" spelt with a Cyrillic first letter does. Accepted:
+# - one script, with Common and Inherited characters (digits, hyphen, combining marks);
+# - Han with Hiragana and Katakana (Japanese), with Hangul (Korean) or with Bopomofo, which
+#   TS 39 treats as one script each;
+# - Latin with any one of those, or with one other Recommended script (UAX 31, table 5)
+#   except Cyrillic and Greek, whose letters are too often Latin look-alikes.
+# This is TS 39's "moderately restrictive" level, the one Chromium applies before it shows a
+# host in Unicode. Digits of two numbering systems in one label are refused too (TS 39, 5.3).
+
+#: Every script Unicode names, by ISO 15924 code. Those the installed ``regex`` does not know
+#: (newer than its Unicode data) are left out: their letters count as one unknown script.
+_SCRIPT_CODES: Final = """
+    Adlm Aghb Ahom Arab Armi Armn Avst Bali Bamu Bass Batk Beng Berf Bhks Bopo Brah Brai Bugi
+    Buhd Cakm Cans Cari Cham Cher Chrs Copt Cpmn Cprt Cyrl Deva Diak Dogr Dsrt Dupl Egyp Elba
+    Elym Ethi Gara Geor Glag Gong Gonm Goth Gran Grek Gujr Gukh Guru Hang Hani Hano Hatr Hebr
+    Hira Hluw Hmng Hmnp Hrkt Hung Ital Java Jurc Kali Kana Kawi Khar Khmr Khoj Kits Knda Krai
+    Kthi Lana Laoo Latn Lepc Limb Lina Linb Lisu Lyci Lydi Mahj Maka Mand Mani Marc Medf Mend
+    Merc Mero Miao Mlym Modi Mong Mroo Mtei Mult Mymr Nagm Nand Narb Nbat Newa Nkoo Nshu Ogam
+    Olck Onao Orkh Orya Osge Osma Ougr Palm Pauc Pcun Perm Phag Phli Phlp Phnx Prti Rjng Rohg
+    Runr Samr Sarb Saur Seal Sgnw Shaw Shrd Sidd Sidt Sind Sinh Sogd Sogo Sora Soyo Sund Sunu
+    Sylo Syrc Tagb Takr Tale Talu Taml Tang Tavt Tayo Telu Tfng Tglg Thaa Thai Tibt Tirh Tnsa
+    Todr Tols Toto Tutg Ugar Vaii Vith Wara Wcho Xpeo Xsux Yezi Yiii Zanb Zinh Zyyy
+""".split()  # noqa: SIM905 - a block reads better than 178 quoted codes
+_UNKNOWN_SCRIPT: Final = "Zzzz"
+# Common (Zyyy) and Inherited (Zinh) characters go with any script.
+_ANY_SCRIPT: Final = (frozenset({"Zyyy"}), frozenset({"Zinh"}))
+# TS 39 5.1: Han is written with kana in Japanese (Jpan), with Hangul in Korean (Kore) and
+# with Bopomofo (Hanb); each of those counts as one script.
+_WRITING_SYSTEMS: Final = {
+    "Hani": frozenset({"Hanb", "Jpan", "Kore"}),
+    "Hira": frozenset({"Jpan"}),
+    "Kana": frozenset({"Jpan"}),
+    "Hrkt": frozenset({"Jpan"}),
+    "Hang": frozenset({"Kore"}),
+    "Bopo": frozenset({"Hanb"}),
+}
+#: What may share a label with Latin: the Recommended scripts of UAX 31 (table 5) and the
+#: writing systems above, less Cyrillic and Greek.
+_WITH_LATIN: Final = frozenset(
+    """
+    Arab Armn Beng Bopo Deva Ethi Geor Gujr Guru Hang Hani Hebr Hira Kana Khmr Knda Laoo Mlym
+    Mymr Orya Sinh Taml Telu Thaa Thai Tibt Hanb Jpan Kore
+    """.split()  # noqa: SIM905 - as _SCRIPT_CODES
+)
+
+
+@functools.cache
+def _script_patterns() -> tuple[regex.Pattern[str], regex.Pattern[str], regex.Pattern[str]]:
+    # Compiled on first use, not at import: the three take some milliseconds.
+    known = []
+    for code in _SCRIPT_CODES:
+        try:
+            regex.compile(rf"\p{{sc={code}}}")
+        except regex.error:
+            continue
+        known.append(code)
+    # Script is a partition: each character matches exactly one branch (or the last).
+    script = regex.compile("|".join(rf"(?P<{c}>\p{{sc={c}}})" for c in known) + "|(?s:.)")
+    # The few characters whose Script_Extensions say more than their Script does, such as
+    # the Japanese prolonged sound mark (Common; used with Hiragana and Katakana).
+    extended = regex.compile(
+        "[" + "".join(rf"[\p{{scx={c}}}--\p{{sc={c}}}]" for c in known) + "]", regex.V1
+    )
+    extensions = regex.compile("".join(rf"(?=(?P<{c}>\p{{scx={c}}})?)" for c in known))
+    return script, extended, extensions
+
+
+@functools.lru_cache(maxsize=1024)
+def _extended_scripts(char: str) -> frozenset[str]:
+    # Only characters in the small `extended` class come here, so the cache stays warm.
+    match = _script_patterns()[2].match(char)
+    found = frozenset(name for name, hit in match.groupdict().items() if hit) if match else None
+    return found or frozenset({_UNKNOWN_SCRIPT})
+
+
+def _char_scripts(char: str) -> frozenset[str]:
+    r"""The scripts ``char`` is used with (its Script_Extensions), by ISO 15924 code.
+
+    >>> cyrillic_a, prolonged_sound_mark = "\u0430", "\u30fc"
+    >>> [sorted(_char_scripts(c)) for c in (cyrillic_a, prolonged_sound_mark, "7")]
+    [['Cyrl'], ['Hira', 'Kana'], ['Zyyy']]
+    """
+    script, extended, _ = _script_patterns()
+    if extended.match(char):
+        return _extended_scripts(char)
+    match = script.match(char)
+    return frozenset({(match.lastgroup if match else None) or _UNKNOWN_SCRIPT})
+
+
+def _resolved(script_sets: list[frozenset[str]]) -> frozenset[str] | None:
+    # TS 39 5.1: the scripts every character is used with (None: any, for no characters).
+    resolved: frozenset[str] | None = None
+    for scripts in script_sets:
+        systems = scripts.union(*(_WRITING_SYSTEMS.get(s, frozenset()) for s in scripts))
+        resolved = systems if resolved is None else resolved & systems
+    return resolved
+
+
+def _label_problem(label: str) -> str | None:
+    r"""Why a host label (in Unicode) is refused for its scripts, or ``None``.
+
+    >>> _label_problem("bücher"), _label_problem("例えテスト"), _label_problem("\u0430pple")
+    (None, None, 'mixed_script')
+    >>> _label_problem("12\u0968")  # "12" then DEVANAGARI DIGIT TWO
+    'mixed_digits'
+    """
+    if label.isascii():
+        return None  # letters, digits and hyphens: Latin and Common
+    sets = [s for s in map(_char_scripts, label) if s not in _ANY_SCRIPT]
+    if sets and not _resolved(sets):
+        # Not one script: it may still be Latin with one script that may go with it.
+        others = _resolved([s for s in sets if "Latn" not in s]) or frozenset()
+        if not others & _WITH_LATIN:
+            return "mixed_script"
+    zeros = {ord(c) - d for c in label if (d := unicodedata.decimal(c, None)) is not None}
+    return "mixed_digits" if len(zeros) > 1 else None
 
 
 def search_text(*parts: str | None) -> str:

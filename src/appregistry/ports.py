@@ -17,7 +17,7 @@ Rules every backend follows (the contract suite in `appregistry.testing.contract
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol
@@ -84,7 +84,11 @@ class AppRepository(Protocol):
         ...
 
     def get_secret(self, key: str) -> StoredSecret | None:
-        """What is stored of the app's secret, or ``None`` if there is no such app."""
+        """What is stored of the app's secret, or ``None`` if there is no such app.
+
+        Every field of the `StoredSecret` comes back as it was stored, the previous
+        (grace) secret's digest and deadline included.
+        """
         ...
 
     def add(self, app: App, secret: StoredSecret) -> None:
@@ -96,7 +100,19 @@ class AppRepository(Protocol):
         ...
 
     def set_secret(self, key: str, secret: StoredSecret) -> None:
-        """Replace what is stored of the app's secret; a missing key is a no-op."""
+        """Replace what is stored of the app's secret, whole; a missing key is a no-op.
+
+        A ``secret`` without a previous digest clears the one stored before.
+        """
+        ...
+
+    def list_secrets(self, *, after: str | None, limit: int) -> Sequence[tuple[str, StoredSecret]]:
+        """Up to ``limit`` apps' keys with their stored secrets, in key order.
+
+        Only keys greater than ``after`` (all keys when ``None``), so a caller walks every
+        app in bounded batches. The rows read are locked like a ``get_secret``'s until the
+        transaction ends, so no other transaction changes them meanwhile.
+        """
         ...
 
     def remove(self, key: str) -> None:
@@ -309,11 +325,16 @@ class Storage(Protocol):
         """A transaction: commit when the block exits normally, roll back when it raises."""
         ...
 
-    def token_context(self, digest: bytes) -> TokenContext | None:
+    def token_context(self, digest: bytes, *older: bytes) -> TokenContext | None:
         """The token stored under ``digest`` with its app, installation and permission.
 
-        ``None`` if there is no such token. One storage round trip (S3), outside any
-        transaction; it sees only committed data.
+        ``older`` are the same token's digests under older peppers, while the pepper is
+        being rotated: the token stored under any of the digests is the answer (a token is
+        stored under one digest only). The Registry passes them only when older peppers are
+        configured; with one pepper it is called with ``digest`` alone.
+
+        ``None`` if there is no such token. One storage round trip (S3) whatever the number
+        of digests, outside any transaction; it sees only committed data.
         """
         ...
 

@@ -5,7 +5,8 @@ or a database that cannot be opened. With ``--json`` each call prints one JSON d
 
 The database is ``--database URL``, else ``$APPREGISTRY_DATABASE``, else
 ``sqlite:///appregistry.sqlite3`` in the working directory. ``$APPREGISTRY_PEPPER`` and
-``$APPREGISTRY_ENCRYPTION_KEY`` set the registry's digest pepper and secret-encryption key.
+``$APPREGISTRY_ENCRYPTION_KEY`` set the registry's digest pepper and secret-encryption key;
+the latter may list several keys, comma-separated, newest first (key rotation).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import TextIO
 
 from .._open import open_registry
@@ -53,6 +55,30 @@ def _positive(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError("must be 1 or more")
     return number
+
+
+_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def _duration(value: str) -> timedelta:
+    """A duration such as ``7d``, ``12h``, ``90m``, ``2w`` or ``30s``.
+
+    >>> _duration("7d")
+    datetime.timedelta(days=7)
+    """
+    number, unit = value[:-1], value[-1:].lower()
+    if not number.isdigit() or unit not in _DURATION_UNITS or int(number) < 1:
+        raise argparse.ArgumentTypeError("must be a whole number and a unit: s, m, h, d or w")
+    return timedelta(**{_DURATION_UNITS[unit]: int(number)})
+
+
+def _instant(value: str) -> datetime:
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "must be an ISO 8601 date and time with a zone, e.g. 2026-05-01T12:00:00+00:00"
+        ) from None
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -162,6 +188,31 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declarativ
     ):
         p = leaf(apps, name, summary, f"appregistry apps {name} KEY")
         p.add_argument("key", metavar="KEY")
+
+    p = leaf(
+        apps,
+        "rotate-secret",
+        "New secret; the old one keeps working until a deadline (at most 30 days) and every "
+        "token is kept.",
+        "appregistry apps rotate-secret KEY --grace 7d",
+    )
+    p.add_argument("key", metavar="KEY")
+    deadline = p.add_mutually_exclusive_group(required=True)
+    deadline.add_argument(
+        "--grace", type=_duration, metavar="DURATION", help="for how long: 7d, 12h, 90m, 2w"
+    )
+    deadline.add_argument(
+        "--until", type=_instant, metavar="ISO8601", help="until when, with a time zone"
+    )
+
+    p = leaf(
+        apps,
+        "reencrypt-secrets",
+        "Re-encrypt every stored secret with the newest key of $APPREGISTRY_ENCRYPTION_KEY "
+        "(comma-separated, newest first); then the older keys can go.",
+        "APPREGISTRY_ENCRYPTION_KEY=NEW,OLD appregistry apps reencrypt-secrets",
+    )
+    p.add_argument("--batch-size", type=_positive, default=100, metavar="N")
 
     # accounts -----------------------------------------------------------------------------
     accounts = group("accounts", "the provider's permission for an account to use apps")
@@ -278,10 +329,12 @@ def _database(args: argparse.Namespace) -> str:
 def open_cli_registry(url: str) -> Registry:
     """The registry the CLI works on, configured from the environment."""
     pepper = os.environ.get("APPREGISTRY_PEPPER")
+    # Several keys, newest first, while the key is being rotated; Fernet keys have no commas.
+    keys = os.environ.get("APPREGISTRY_ENCRYPTION_KEY", "").split(",")
     return open_registry(
         url,
         pepper=pepper.encode() if pepper else None,
-        secret_encryption_key=os.environ.get("APPREGISTRY_ENCRYPTION_KEY") or None,
+        secret_encryption_key=[key.strip() for key in keys if key.strip()] or None,
     )
 
 

@@ -8,18 +8,22 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
 
 from .._records import ImportedCredentials
 from .._registry import UNSET, Registry
+from ..errors import AppRegistryError, StorageError, ValidationError
 from . import _render
 
 __all__ = ["COMMANDS", "Outcome", "UsageError"]
 
 #: Exit status of a denied check or a name that does not exist.
 EXIT_DENIED = 1
+#: Exit status of bad input or configuration.
+EXIT_USAGE = 2
 
 
 @attrs.frozen
@@ -139,6 +143,40 @@ def apps_regenerate_secret(registry: Registry, args: argparse.Namespace) -> Outc
         ]
     )
     return Outcome(text, {"key": new.app.key, "secret": new.secret})
+
+
+def apps_rotate_secret(registry: Registry, args: argparse.Namespace) -> Outcome:
+    """Make a new secret; the old one keeps working until the deadline, tokens are kept."""
+    until = args.until if args.until is not None else datetime.now(UTC) + args.grace
+    new = registry.rotate_secret(args.key, old_secret_valid_until=until)
+    shown = until.astimezone(UTC).isoformat()
+    text = "\n".join(
+        [
+            f"New secret for {new.app.name}; access tokens are kept.",
+            f"The previous secret works until {shown}.",
+            f"App ID/key  {new.app.key}",
+            f"App secret  {new.secret}",
+        ]
+    )
+    data = {"key": new.app.key, "secret": new.secret, "old_secret_valid_until": shown}
+    return Outcome(text, data)
+
+
+def apps_reencrypt_secrets(registry: Registry, args: argparse.Namespace) -> Outcome:
+    """Re-encrypt every stored secret with the newest encryption key."""
+    try:
+        count = registry.reencrypt_secrets(batch_size=args.batch_size)
+    except ValueError:
+        raise UsageError(
+            "apps reencrypt-secrets needs $APPREGISTRY_ENCRYPTION_KEY: the keys, "
+            "comma-separated, newest first"
+        ) from None
+    except (StorageError, ValidationError):
+        raise
+    except AppRegistryError as exc:
+        # A secret that no configured key decrypts: a key was dropped too soon.
+        return Outcome(str(exc), {"error": "not_decryptable", "message": str(exc)}, EXIT_USAGE)
+    return Outcome(f"{count} secret(s) re-encrypted with the newest key", {"reencrypted": count})
 
 
 # -- accounts and installations -----------------------------------------------------------------
@@ -288,6 +326,8 @@ COMMANDS: dict[str, Handler] = {
     "apps disable": apps_disable,
     "apps remove": apps_remove,
     "apps regenerate-secret": apps_regenerate_secret,
+    "apps rotate-secret": apps_rotate_secret,
+    "apps reencrypt-secrets": apps_reencrypt_secrets,
     "accounts permit": accounts_permit,
     "accounts forbid": accounts_forbid,
     "installs add": installs_add,

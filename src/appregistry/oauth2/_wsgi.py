@@ -33,6 +33,9 @@ __all__ = [
     "AUTHORIZE_PATH",
     "DEFAULT_MAX_BODY_SIZE",
     "INTROSPECT_PATH",
+    "MAX_FORM_FIELDS",
+    "MAX_HEADER_LENGTH",
+    "MAX_QUERY_LENGTH",
     "ME_PATH",
     "REVOKE_PATH",
     "TOKEN_PATH",
@@ -55,6 +58,14 @@ INTROSPECT_PATH: Final = "/oauth/introspect"
 ME_PATH: Final = "/uapi/me"
 #: The largest request body read; a bigger one is refused with 413 before it is read.
 DEFAULT_MAX_BODY_SIZE: Final = 16 * 1024
+#: The longest query string accepted (room for a 2000-character redirect URL, encoded); a
+#: longer one is refused with 414.
+MAX_QUERY_LENGTH: Final = 8 * 1024
+#: The longest value accepted in each header the endpoints read (``Authorization``,
+#: ``User-Agent``, ``Origin``, ``Content-Type``); a longer one is refused with 431.
+MAX_HEADER_LENGTH: Final = 8 * 1024
+#: The most ``&``-separated fields a form body or a query string may have; more get 400.
+MAX_FORM_FIELDS: Final = 64
 #: The query parameter the original system's clients send their bearer token in.
 QUERY_TOKEN_PARAMETER: Final = "accessRequestToken"
 
@@ -183,7 +194,9 @@ def make_wsgi_app(
             passed as ``next``. Without it, such a visitor gets a 401 page.
         csrf_key: The key of the consent form's CSRF tokens. Several processes serving the
             same site must share one; by default each app makes its own.
-        max_body_size: The largest request body accepted (413 beyond).
+        max_body_size: The largest request body accepted (413 beyond). Query strings
+            (`MAX_QUERY_LENGTH`, 414), the headers read (`MAX_HEADER_LENGTH`, 431) and form
+            fields (`MAX_FORM_FIELDS`, 400) are bounded too.
         clock: The time, for the consent form's CSRF tokens.
         realm: The realm of ``WWW-Authenticate`` challenges.
 
@@ -256,6 +269,7 @@ class _OAuthApp:
                 [("Allow", ", ".join(methods))],
             )
         try:
+            _check_limits(environ)
             return handler(environ)
         except _Refused as refused:
             if path == AUTHORIZE_PATH:
@@ -286,9 +300,12 @@ class _OAuthApp:
             _read(stream, length)
             raise _Refused(415, f"The body must be {_FORM}.")
         try:
-            return _read(stream, length).decode("ascii")
+            body = _read(stream, length).decode("ascii")
         except UnicodeDecodeError:
             raise _Refused(400, f"The body must be {_FORM}.") from None
+        if body.count("&") >= MAX_FORM_FIELDS:
+            raise _Refused(400, f"The form has more than {MAX_FORM_FIELDS} fields.")
+        return body
 
     @staticmethod
     def _uri(environ: WSGIEnvironment, *, query: bool = True) -> str:
@@ -477,6 +494,24 @@ class _OAuthApp:
                 "expires_at": record.expires_at.isoformat(),
             },
         )
+
+
+# The request headers the endpoints read, as WSGI names them.
+_READ_HEADERS: Final = ("HTTP_AUTHORIZATION", "HTTP_USER_AGENT", "HTTP_ORIGIN", "CONTENT_TYPE")
+
+
+def _check_limits(environ: WSGIEnvironment) -> None:
+    # The bounds on what a request brings besides its body, checked before anything parses
+    # it: oauthlib, the bearer-token parser and the user-agent clean-up all read these.
+    query = str(environ.get("QUERY_STRING") or "")
+    if len(query) > MAX_QUERY_LENGTH:
+        raise _Refused(414, f"The query string is longer than {MAX_QUERY_LENGTH} characters.")
+    if query.count("&") >= MAX_FORM_FIELDS:
+        raise _Refused(400, f"The query string has more than {MAX_FORM_FIELDS} fields.")
+    for name in _READ_HEADERS:
+        value = environ.get(name)
+        if isinstance(value, str) and len(value) > MAX_HEADER_LENGTH:
+            raise _Refused(431, f"A header is longer than {MAX_HEADER_LENGTH} characters.")
 
 
 def _read(stream: Any, length: int) -> bytes:

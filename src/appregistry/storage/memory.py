@@ -12,6 +12,7 @@ True
 
 from __future__ import annotations
 
+import heapq
 import math
 import threading
 from collections.abc import Callable, Collection, Iterator, MutableMapping
@@ -207,6 +208,11 @@ class _Apps:
     def set_secret(self, key: str, secret: StoredSecret) -> None:
         if key in self._data.apps:
             self._journal.set(self._data.secrets, key, secret)
+
+    def list_secrets(self, *, after: str | None, limit: int) -> list[tuple[str, StoredSecret]]:
+        secrets = self._data.secrets
+        keys = heapq.nsmallest(limit, (k for k in secrets if after is None or k > after))
+        return [(key, secrets[key]) for key in keys]
 
     def remove(self, key: str) -> None:
         app = self._journal.delete(self._data.apps, key)
@@ -487,12 +493,16 @@ class MemoryStorage:
             self._holder = None
             self._lock.release()
 
-    def token_context(self, digest: bytes) -> TokenContext | None:
+    def token_context(self, digest: bytes, *older: bytes) -> TokenContext | None:
         """See `appregistry.ports.Storage.token_context`."""
         self._check_open()
         data = self._data
         with self._lock:
             token = data.by_digest.get(digest)
+            for other in older:
+                if token is not None:
+                    break
+                token = data.by_digest.get(other)
             if token is None:
                 return None
             return TokenContext(

@@ -172,6 +172,12 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE INDEX refresh_tokens_by_pair ON refresh_tokens (app_key, account)",
         "CREATE INDEX refresh_tokens_by_expiry ON refresh_tokens (expires_at)",
     ),
+    (
+        # Secret rotation with a grace window: the replaced secret's digest, and until when
+        # it still authenticates.
+        "ALTER TABLE apps ADD COLUMN previous_secret_digest BLOB",
+        "ALTER TABLE apps ADD COLUMN previous_secret_valid_until INTEGER",
+    ),
 )
 
 #: The schema version this code creates and understands.
@@ -207,6 +213,9 @@ _APP_WIDTH: Final = 12
 _TOKEN_COLUMNS: Final = (
     "token_id, app_key, account, grant_type, issued_at, expires_at, user_agent, family_id"
 )
+_SECRET_COLUMNS: Final = (
+    "secret_digest, secret_ciphertext, previous_secret_digest, previous_secret_valid_until"
+)
 _TOKEN_WIDTH: Final = 8
 _CODE_COLUMNS: Final = (
     "app_key, account, redirect_url, approved_by, issued_at, expires_at, code_challenge, "
@@ -231,6 +240,15 @@ _TOKEN_CONTEXT_SQL: Final = f"""
     LEFT JOIN permissions AS p ON p.account = t.account
     WHERE t.digest = ?
 """  # noqa: S608 - the interpolated parts are constant column lists, not input
+
+
+def _digest_in(count: int) -> str:
+    """The condition of a token check over ``count`` digests, one per configured pepper.
+
+    >>> _digest_in(2)
+    't.digest IN (?, ?)'
+    """
+    return f"t.digest IN ({', '.join('?' * count)})"
 
 
 def _to_db(when: datetime) -> int:
@@ -299,6 +317,25 @@ def _refresh(row: Sequence[Any]) -> RefreshToken:
     )
 
 
+def _stored_secret(row: Sequence[Any]) -> StoredSecret:
+    return StoredSecret(
+        bytes(row[0]),
+        None if row[1] is None else bytes(row[1]),
+        None if row[2] is None else bytes(row[2]),
+        None if row[3] is None else _from_db(row[3]),
+    )
+
+
+def _secret_values(secret: StoredSecret) -> tuple[object, ...]:
+    until = secret.previous_valid_until
+    return (
+        secret.digest,
+        secret.ciphertext,
+        secret.previous_digest,
+        None if until is None else _to_db(until),
+    )
+
+
 def _app_values(app: App) -> tuple[object, ...]:
     return (
         app.owner,
@@ -324,6 +361,24 @@ def _search_clause(query: ListQuery, column: str, params: list[object]) -> str:
         return ""
     params.append(query.search)
     return f" AND instr({column}, ?) > 0"
+
+
+def _nearer_end(total: int, query: ListQuery) -> tuple[int, int, bool]:
+    """LIMIT and OFFSET that read the page from the nearer end of a list of ``total`` rows.
+
+    Returns ``(limit, offset, backward)``; backward, the rows come in reverse order.
+
+    >>> _nearer_end(1000, ListQuery(page=2, per_page=100))
+    (100, 100, False)
+    >>> _nearer_end(1000, ListQuery(page=9, per_page=100))
+    (100, 100, True)
+    >>> _nearer_end(950, ListQuery(page=10, per_page=100))  # the last, partial page
+    (50, 0, True)
+    """
+    if 2 * query.offset + query.per_page <= total:
+        return query.per_page, query.offset, False
+    remaining = max(0, total - query.offset)
+    return min(query.per_page, remaining), max(0, remaining - query.per_page), True
 
 
 def _page_of(items: list[Any], total: int, query: ListQuery) -> Page[Any]:
@@ -368,18 +423,16 @@ class _Apps:
         return None if row is None else _app(row)
 
     def get_secret(self, key: str) -> StoredSecret | None:
-        row = self._s.one(
-            "SELECT secret_digest, secret_ciphertext FROM apps WHERE app_key = ?", (key,)
-        )
-        return None if row is None else StoredSecret(bytes(row[0]), row[1])
+        row = self._s.one(f"SELECT {_SECRET_COLUMNS} FROM apps WHERE app_key = ?", (key,))  # noqa: S608
+        return None if row is None else _stored_secret(row)
 
     def add(self, app: App, secret: StoredSecret) -> None:
         self._s.execute(
-            "INSERT INTO apps (owner, name, name_folded, search_text, homepage, admin_email, "
+            "INSERT INTO apps (owner, name, name_folded, search_text, homepage, admin_email, "  # noqa: S608 - constant columns
             "redirect_url, created_at, description, image_url, admin_phone, trusted, enabled, "
-            "app_key, secret_digest, secret_ciphertext) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (*_app_values(app), app.key, secret.digest, secret.ciphertext),
+            f"app_key, {_SECRET_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*_app_values(app), app.key, *_secret_values(secret)),
         )
 
     def update(self, app: App) -> None:
@@ -392,9 +445,23 @@ class _Apps:
 
     def set_secret(self, key: str, secret: StoredSecret) -> None:
         self._s.execute(
-            "UPDATE apps SET secret_digest = ?, secret_ciphertext = ? WHERE app_key = ?",
-            (secret.digest, secret.ciphertext, key),
+            "UPDATE apps SET secret_digest = ?, secret_ciphertext = ?, "
+            "previous_secret_digest = ?, previous_secret_valid_until = ? WHERE app_key = ?",
+            (*_secret_values(secret), key),
         )
+
+    def list_secrets(self, *, after: str | None, limit: int) -> list[tuple[str, StoredSecret]]:
+        # The transaction holds the write lock (BEGIN IMMEDIATE): the rows stay as read. A
+        # batch starts where the last ended, on the primary key: no batch costs more than
+        # its own rows.
+        select = f"SELECT app_key, {_SECRET_COLUMNS} FROM apps "  # noqa: S608 - constant
+        if after is None:
+            rows = self._s.all(select + "ORDER BY app_key LIMIT ?", (limit,))
+        else:
+            rows = self._s.all(
+                select + "WHERE app_key > ? ORDER BY app_key LIMIT ?", (after, limit)
+            )
+        return [(row[0], _stored_secret(row[1:])) for row in rows]
 
     def remove(self, key: str) -> None:
         # Its installations, tokens, codes and refresh tokens go with it (ON DELETE CASCADE).
@@ -570,11 +637,20 @@ class _Tokens:
         where = "app_key = ? AND account = ? AND expires_at > ?"
         where += _search_clause(query, "search_text", params)
         total = self._s.scalar(f"SELECT count(*) FROM tokens WHERE {where}", params)  # noqa: S608
+        # OFFSET steps over every row it skips, so a page is read from whichever end of the
+        # list is nearer: no page costs more than the count plus half the list (R26).
+        limit, offset, backward = _nearer_end(total, query)
         rows = self._s.all(
             f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE {where} "  # noqa: S608
-            "ORDER BY expires_at, token_id LIMIT ? OFFSET ?",
-            [*params, query.per_page, query.offset],
+            + (
+                "ORDER BY expires_at DESC, token_id DESC LIMIT ? OFFSET ?"
+                if backward
+                else "ORDER BY expires_at, token_id LIMIT ? OFFSET ?"
+            ),
+            [*params, limit, offset],
         )
+        if backward:
+            rows.reverse()
         return _page_of([_token(row) for row in rows], total, query)
 
     def purge_expired(self, *, now: datetime, limit: int) -> int:
@@ -1004,7 +1080,7 @@ class SQLiteStorage:
                 "SQLite transactions do not nest, and token_context runs outside them"
             )
 
-    def token_context(self, digest: bytes) -> TokenContext | None:
+    def token_context(self, digest: bytes, *older: bytes) -> TokenContext | None:
         """See `appregistry.ports.Storage.token_context`: one ``SELECT`` (S3)."""
         self._refuse_nesting()
         # The pool and error mapping by hand, not through their context managers: this is
@@ -1013,7 +1089,14 @@ class SQLiteStorage:
         pool = self._pool
         connection = pool.acquire()
         try:
-            row = connection.execute(_TOKEN_CONTEXT_SQL, (digest,)).fetchone()
+            if older:
+                # Older peppers are configured: the same query, over every digest at once.
+                row = connection.execute(
+                    _TOKEN_CONTEXT_SQL.replace("t.digest = ?", _digest_in(len(older) + 1)),
+                    (digest, *older),
+                ).fetchone()
+            else:
+                row = connection.execute(_TOKEN_CONTEXT_SQL, (digest,)).fetchone()
         except sqlite3.Error as exc:
             self._raise_mapped(exc)
         finally:

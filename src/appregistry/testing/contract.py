@@ -41,8 +41,9 @@ needs only the fixtures of `StorageFixtures`.
 The suite checks: (a) each port method's documented edge behaviour (`appregistry.ports`),
 authorization codes and refresh tokens included; (b) the Registry's rules end to end on the
 storage, the OAuth grants included; (c) that a transaction which raises leaves nothing
-written; (d) that no plaintext secret, token or code ever reaches the ports; and that racing
-operations serialize (a code is exchanged once, a refresh token rotated once).
+written; (d) that no plaintext secret, token or code ever reaches the ports; (e) that keys,
+peppers and secrets rotate without losing what they protect; and that racing operations
+serialize (a code is exchanged once, a refresh token rotated once).
 
 This module needs pytest and Hypothesis (``pip install 'appregistry[testing]'``).
 """
@@ -110,6 +111,7 @@ __all__ = [
     "PersistenceContract",
     "RefreshTokenRepositoryContract",
     "RegistryContract",
+    "RotationContract",
     "StorageContents",
     "StorageContract",
     "StorageFactory",
@@ -1968,9 +1970,9 @@ class _RecordingStorage:
         with self._storage.transaction() as tx:
             yield _RecordingUnit(tx, self.received)
 
-    def token_context(self, digest: bytes) -> TokenContext | None:
-        self.received.append(digest)
-        return self._storage.token_context(digest)
+    def token_context(self, digest: bytes, *older: bytes) -> TokenContext | None:
+        self.received.extend((digest, *older))
+        return self._storage.token_context(digest, *older)
 
     def close(self) -> None:
         self._storage.close()
@@ -2011,6 +2013,7 @@ def _exercise(registry: Registry, clock: ManualClock) -> list[str]:
     ]
     for token in tokens:
         registry.check_token(token.token)
+    rotated_secret = registry.rotate_secret(trusted.app.key, old_secret_valid_until=clock() + DAY)
     regenerated = registry.regenerate_secret(other.app.key)
     registry.reveal_secret(other.app.key)
     after = registry.issue_token(other.app.key, regenerated.secret, account="acme")
@@ -2032,6 +2035,7 @@ def _exercise(registry: Registry, clock: ManualClock) -> list[str]:
     return [
         trusted.secret,
         imported.secret,
+        rotated_secret.secret,
         regenerated.secret,
         *(t.token for t in tokens),
         after.token,
@@ -2082,6 +2086,176 @@ class NoPlaintextContract(StorageFixtures):
         keys = [listing.app.key for listing in registry.list_apps().items]
         assert [True] * len(keys) == [key.encode() in contents for key in keys]
         assert [] == [p for p in plaintexts if p.encode() in contents]
+
+
+# -- (e) rotation -----------------------------------------------------------------------------
+
+
+def _rotating(storage: Storage, clock: ManualClock, **options: Any) -> Registry:
+    """A registry on ``storage`` with the given peppers and encryption keys."""
+    return Registry(storage=storage, clock=clock, **options)
+
+
+class RotationContract(StorageFixtures):
+    """Keys, peppers and secrets rotate on this storage without losing what they protect.
+
+    A previous (grace) secret is stored with its deadline and cleared by a plain
+    ``set_secret``; ``list_secrets`` walks every app in key order; ``token_context`` finds a
+    token under any of its digests (one per pepper); and the Registry's rotations work end
+    to end: `Registry.rotate_secret`, pepper sequences, `Registry.reencrypt_secrets`.
+    """
+
+    @pytest.fixture
+    def events(self) -> EventRecorder:
+        """Every event the registry under test emits."""
+        return EventRecorder()
+
+    def test_a_previous_secret_round_trips_and_a_plain_set_clears_it(
+        self, storage: Storage
+    ) -> None:
+        """The previous digest and its deadline come back exactly; a plain secret clears them."""
+        app = _add_app(storage)
+        until = datetime(2015, 4, 27, 11, 56, 40, 123456, tzinfo=timezone(timedelta(hours=2)))
+        rotated = StoredSecret(new_digest(), b"cipher", new_digest(), until)
+        with storage.transaction() as tx:
+            tx.apps.set_secret(app.key, rotated)
+        with storage.transaction() as tx:
+            assert rotated == tx.apps.get_secret(app.key)
+        plain = StoredSecret(new_digest(), None)
+        with storage.transaction() as tx:
+            tx.apps.set_secret(app.key, plain)
+        with storage.transaction() as tx:
+            assert plain == tx.apps.get_secret(app.key)
+        kept = make_app()
+        with storage.transaction() as tx:
+            tx.apps.add(kept, rotated)
+        with storage.transaction() as tx:
+            assert rotated == tx.apps.get_secret(kept.key)
+
+    def test_list_secrets_walks_every_app_in_key_order(self, storage: Storage) -> None:
+        """Batches of ``limit`` after the last key seen give every app once, in key order."""
+        stored = {}
+        for _ in range(5):
+            app = make_app()
+            stored[app.key] = StoredSecret(new_digest(), secrets.token_bytes(8))
+            with storage.transaction() as tx:
+                tx.apps.add(app, stored[app.key])
+        walked: list[tuple[str, StoredSecret]] = []
+        sizes = []
+        after = None
+        while True:
+            with storage.transaction() as tx:
+                batch = list(tx.apps.list_secrets(after=after, limit=2))
+            sizes.append(len(batch))
+            walked += batch
+            if len(batch) < 2:
+                break
+            after = batch[-1][0]
+        assert [2, 2, 1] == sizes
+        assert sorted(stored.items()) == walked
+        with storage.transaction() as tx:
+            assert [] == list(tx.apps.list_secrets(after=max(stored), limit=10))
+
+    def test_token_context_finds_a_token_under_any_of_its_digests(self, storage: Storage) -> None:
+        """Older digests are tried too; only a digest a token has finds it."""
+        app = _add_app(storage)
+        token = make_token(app.key, grant=Grant.CLIENT_CREDENTIALS)
+        digest = _add_token(storage, token)
+        expected = TokenContext(token, app, None, None)
+        assert expected == storage.token_context(new_digest(), digest)
+        assert expected == storage.token_context(digest, new_digest(), new_digest())
+        assert storage.token_context(new_digest(), new_digest(), new_digest()) is None
+
+    def test_a_rotated_secret_keeps_tokens_and_the_old_secret_until_its_deadline(
+        self, storage: Storage, clock: ManualClock
+    ) -> None:
+        """Both secrets work until the deadline, tokens stay; a second rotation drops the first."""
+        registry = _rotating(storage, clock)
+        old = _register(registry, trusted=True)
+        registry.permit_account("acme", by="admin")
+        token = registry.issue_token(old.app.key, old.secret).token
+        new = registry.rotate_secret(old.app.key, old_secret_valid_until=clock() + DAY)
+        assert Reason.ALLOWED == registry.check_token(token).reason
+        for secret in (old.secret, new.secret):
+            assert Reason.ALLOWED == registry.authenticate_client(old.app.key, secret).reason
+            registry.issue_token(old.app.key, secret)
+        newest = registry.rotate_secret(old.app.key, old_secret_valid_until=clock() + DAY)
+        assert [Reason.BAD_CREDENTIALS, Reason.ALLOWED, Reason.ALLOWED] == [
+            registry.authenticate_client(old.app.key, s).reason
+            for s in (old.secret, new.secret, newest.secret)
+        ]
+        clock.advance(DAY)
+        assert [Reason.BAD_CREDENTIALS, Reason.ALLOWED] == [
+            registry.authenticate_client(old.app.key, s).reason for s in (new.secret, newest.secret)
+        ]
+        assert Reason.BAD_CREDENTIALS == _denial(
+            lambda: registry.issue_token(old.app.key, new.secret)
+        )
+
+    def test_regenerating_ends_the_grace_window(self, storage: Storage, clock: ManualClock) -> None:
+        """R8 stays as it was: after a rotation, regenerating leaves only the newest secret."""
+        registry = _rotating(storage, clock)
+        old = _register(registry)
+        new = registry.rotate_secret(old.app.key, old_secret_valid_until=clock() + DAY)
+        fresh = registry.regenerate_secret(old.app.key)
+        assert [Reason.BAD_CREDENTIALS, Reason.BAD_CREDENTIALS, Reason.ALLOWED] == [
+            registry.authenticate_client(old.app.key, s).reason
+            for s in (old.secret, new.secret, fresh.secret)
+        ]
+
+    def test_an_older_pepper_keeps_what_it_digested_working(
+        self, storage: Storage, clock: ManualClock
+    ) -> None:
+        """Tokens, refresh tokens, codes and secrets digested under an older pepper still work."""
+        before = _rotating(storage, clock, pepper=b"pepper one")
+        new = _register(before, "dev")
+        before.permit_account("acme", by="admin")
+        issued = _exchange(before, new, _code(before, new))
+        pending = _code(before, new)
+        after = _rotating(storage, clock, pepper=[b"pepper two", b"pepper one"])
+        assert Reason.ALLOWED == after.check_token(issued.token).reason
+        assert Reason.ALLOWED == after.authenticate_client(new.app.key, new.secret).reason
+        exchanged = _exchange(after, new, pending)
+        rotated = after.refresh(new.app.key, issued.refresh_token or "")
+        assert after.revoke(exchanged.token)
+        assert Reason.TOKEN_UNKNOWN == after.check_token(exchanged.token).reason
+        # What the newest pepper digested needs no other; the old tokens need the old pepper.
+        only_new = _rotating(storage, clock, pepper=b"pepper two")
+        assert [Reason.TOKEN_UNKNOWN, Reason.ALLOWED] == [
+            only_new.check_token(t.token).reason for t in (issued, rotated)
+        ]
+        assert only_new.refresh(new.app.key, rotated.refresh_token or "").token
+
+    def test_reencrypting_moves_every_secret_to_the_newest_key(
+        self, storage: Storage, clock: ManualClock, events: EventRecorder
+    ) -> None:
+        """Every secret is readable with the newest key alone afterwards; a rerun does nothing."""
+        old_key, newest_key = Fernet.generate_key(), Fernet.generate_key()
+        before = _rotating(storage, clock, secret_encryption_key=old_key)
+        apps = [_register(before) for _ in range(5)]
+        listeners: Any = (events,)
+        during = _rotating(
+            storage, clock, secret_encryption_key=[newest_key, old_key], listeners=listeners
+        )
+        assert 5 == during.reencrypt_secrets(batch_size=2)
+        assert [EventKind.SECRETS_REENCRYPTED] * 3 == events.kinds()
+        assert 0 == during.reencrypt_secrets(batch_size=2)
+        after = _rotating(storage, clock, secret_encryption_key=newest_key)
+        assert [a.secret for a in apps] == [after.reveal_secret(a.app.key) for a in apps]
+
+    def test_reencrypting_digests_secrets_again_under_the_newest_pepper(
+        self, storage: Storage, clock: ManualClock
+    ) -> None:
+        """With older peppers configured, encrypted secrets move to the newest pepper too."""
+        key = Fernet.generate_key()
+        before = _rotating(storage, clock, pepper=b"pepper one", secret_encryption_key=key)
+        new = _register(before)
+        during = _rotating(
+            storage, clock, pepper=[b"pepper two", b"pepper one"], secret_encryption_key=key
+        )
+        assert 1 == during.reencrypt_secrets()
+        after = _rotating(storage, clock, pepper=b"pepper two")
+        assert Reason.ALLOWED == after.authenticate_client(new.app.key, new.secret).reason
 
 
 # -- concurrency ------------------------------------------------------------------------------
@@ -2350,6 +2524,7 @@ class StorageContract(
     PersistenceContract,
     RegistryContract,
     NoPlaintextContract,
+    RotationContract,
     ConcurrencyContract,
 ):
     """The whole contract: subclass it and override ``storage_factory`` (see the module docs)."""

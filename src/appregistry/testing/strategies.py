@@ -94,20 +94,34 @@ def _ascii_label() -> st.SearchStrategy[str]:
     return st.lists(_joined(_ASCII_ALNUM, 1, 8), min_size=1, max_size=3).map("-".join)
 
 
+# A label keeps to one script, or it is refused as a look-alike (docs/security.md): ASCII
+# digits go with every script, ASCII letters only with Latin and with Han and kana.
+_SCRIPTS: Final = (_LATIN, _GREEK, _CYRILLIC, _CJK)
+_SCRIPTS_AND_ASCII: Final = (
+    (_LATIN, _ASCII_ALNUM),
+    (_GREEK, string.digits),
+    (_CYRILLIC, string.digits),
+    (_CJK, _ASCII_ALNUM),
+)
+
+
 def _unicode_label() -> st.SearchStrategy[str]:
-    # Mixes ASCII with non-ASCII letters; short enough that the xn-- form stays under 63.
-    return st.lists(
-        st.one_of(_joined(_UNICODE_LETTERS, 1, 4), _joined(_ASCII_ALNUM, 1, 4)),
-        min_size=1,
-        max_size=3,
-    ).map("".join)
+    # Non-ASCII letters of one script with ASCII; short enough that the xn-- form stays
+    # under 63.
+    return st.sampled_from(_SCRIPTS_AND_ASCII).flatmap(
+        lambda letters: st.lists(
+            st.one_of(_joined(letters[0], 1, 4), _joined(letters[1], 1, 4)),
+            min_size=1,
+            max_size=3,
+        ).map("".join)
+    )
 
 
 def _tld(*, unicode: bool) -> st.SearchStrategy[str]:
     ascii_tld = _joined(_ASCII_LETTERS, 2, 6).filter(lambda t: t not in _SPECIAL_USE_TLDS)
     if not unicode:
         return ascii_tld
-    return st.one_of(ascii_tld, _joined(_UNICODE_LETTERS, 2, 5))
+    return st.one_of(ascii_tld, st.sampled_from(_SCRIPTS).flatmap(lambda s: _joined(s, 2, 5)))
 
 
 def _hosts(*, unicode_tld: bool) -> st.SearchStrategy[str]:
@@ -119,7 +133,9 @@ def idn_hosts() -> st.SearchStrategy[str]:
     """Valid host names, many with non-ASCII labels, in lower case Unicode (NFC).
 
     Each passes ``idna.encode(host, uts46=True)`` and decodes back to itself; its last label
-    is never all digits, so no host looks like an IPv4 address.
+    is never all digits, so no host looks like an IPv4 address. Each label keeps to one
+    script (Latin, Greek, Cyrillic, or Han and kana with or without Latin), as the registry
+    requires.
 
     >>> import idna
     >>> from hypothesis import given
