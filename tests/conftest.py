@@ -1,4 +1,4 @@
-"""Shared fixtures: a PostgreSQL server for the tests that need one.
+"""Shared fixtures: a PostgreSQL server for the tests that need one, and a memory registry.
 
 The server is the one at ``$APPREGISTRY_TEST_POSTGRES`` (default
 ``postgresql://postgres@127.0.0.1:5432/test``). When it cannot be reached, its tests are
@@ -15,12 +15,15 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import pytest
 
+from appregistry import Registry
 from appregistry.storage import redact_url
+from appregistry.storage.memory import MemoryStorage
+from appregistry.testing import EventRecorder, ManualClock
 
 if TYPE_CHECKING:
     from appregistry.storage.postgres import PostgresStorage
@@ -155,3 +158,42 @@ def _drop_schemas(url: str, names: list[str]) -> None:
         # One statement per schema: dropping many at once can exhaust the lock table.
         for name in names:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+# -- a registry over memory storage, with a manual clock and an event recorder ---------------
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """A clock that moves only when told."""
+    return ManualClock()
+
+
+@pytest.fixture
+def recorder() -> EventRecorder:
+    """Keeps every event the `registry` emits."""
+    return EventRecorder()
+
+
+@pytest.fixture
+def storage() -> MemoryStorage:
+    """Empty memory storage."""
+    return MemoryStorage()
+
+
+@pytest.fixture
+def make_registry(
+    storage: MemoryStorage, clock: ManualClock, recorder: EventRecorder
+) -> Callable[..., Registry]:
+    """Registries on one storage, clock and recorder, each with options of its own."""
+
+    def make(**options: Any) -> Registry:
+        return Registry(storage=storage, clock=clock, listeners=[recorder], **options)
+
+    return make
+
+
+@pytest.fixture
+def registry(make_registry: Callable[..., Registry]) -> Registry:
+    """A registry with the default options on `storage`, `clock` and `recorder`."""
+    return make_registry()

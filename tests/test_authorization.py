@@ -19,11 +19,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import _support as support
 import appregistry._credentials as cred
+from _support import APP_FIELDS, DAY, HOUR, denial
+from _support import problems_of as problems
 from appregistry import (
     AuthorizationCode,
     Decision,
-    Denied,
     EventKind,
     Grant,
     ImportedCredentials,
@@ -35,22 +37,13 @@ from appregistry import (
     RefreshToken,
     RegisteredApp,
     Registry,
-    ValidationError,
 )
 from appregistry.storage.memory import MemoryStorage
 from appregistry.testing import EventRecorder, ManualClock
 
-HOUR = timedelta(hours=1)
-DAY = timedelta(days=1)
 TEN_MINUTES = timedelta(minutes=10)
 MICROSECOND = timedelta(microseconds=1)
-REDIRECT = "https://example.com/MyApp/handler"
-APP_FIELDS: dict[str, Any] = {
-    "name": "MyApp",
-    "homepage": "http://example.com/MyApp",
-    "admin_email": "myapp@example.com",
-    "redirect_url": REDIRECT,
-}
+REDIRECT = APP_FIELDS["redirect_url"]
 # RFC 7636, appendix B: a verifier and its S256 challenge.
 VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
 CHALLENGE = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
@@ -61,28 +54,11 @@ UNRESERVED = string.ascii_letters + string.digits + "-._~"
 # -- fixtures and helpers ---------------------------------------------------------------------
 
 
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def recorder() -> EventRecorder:
-    return EventRecorder()
-
-
-@pytest.fixture
-def storage() -> MemoryStorage:
-    return MemoryStorage()
-
-
-@pytest.fixture
-def registry(storage: MemoryStorage, clock: ManualClock, recorder: EventRecorder) -> Registry:
-    return Registry(storage=storage, clock=clock, listeners=[recorder])
+# The clock, recorder, storage and registry fixtures are in conftest.py.
 
 
 def register(registry: Registry, owner: str = "dev", **changes: Any) -> RegisteredApp:
-    return registry.register_app(owner, **{**APP_FIELDS, **changes})
+    return support.register(registry, owner, **changes)
 
 
 @pytest.fixture
@@ -124,18 +100,6 @@ def refused(call: Callable[[], object]) -> str:
         call()
     assert GENERIC == str(info.value)
     return info.value.detail
-
-
-def denial(call: Callable[[], object]) -> str:
-    with pytest.raises(Denied) as info:
-        call()
-    return info.value.decision.reason
-
-
-def problems(call: Callable[[], object]) -> list[tuple[str, str]]:
-    with pytest.raises(ValidationError) as info:
-        call()
-    return [(p.field, p.code) for p in info.value.problems]
 
 
 def reason(registry: Registry, token: str) -> str:

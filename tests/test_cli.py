@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-RunCLI = Callable[..., subprocess.CompletedProcess[str]]
+from _support import RunCLI, cli_runner, run_cli
+from _support import cli_json as _json
 
 APP_ARGS = [
     "--owner", "sp-admin", "--name", "MyApp", "--description", "I love my App!",
@@ -21,37 +18,14 @@ APP_ARGS = [
 ]  # fmt: skip
 
 
-def _runner(database: str, cwd: Path) -> RunCLI:
-    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
-    env.pop("APPREGISTRY_DATABASE", None)
-
-    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(  # noqa: S603 - our own CLI, with arguments from the tests
-            [sys.executable, "-m", "appregistry", "--database", database, *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            cwd=cwd,
-            env=env,
-            timeout=60,
-            check=False,
-        )
-
-    return run
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def cli(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunCLI]:
     """The CLI on a fresh SQLite file, and on a fresh PostgreSQL schema."""
     if request.param == "sqlite":
-        yield _runner(f"sqlite:///{tmp_path / 'cli.sqlite3'}", tmp_path)
+        yield cli_runner(f"sqlite:///{tmp_path / 'cli.sqlite3'}", tmp_path)
     else:
         url = request.getfixturevalue("postgres_schema_url")
-        yield _runner(url, tmp_path)
-
-
-def _json(result: subprocess.CompletedProcess[str]) -> Any:
-    return json.loads(result.stdout)
+        yield cli_runner(url, tmp_path)
 
 
 def _register(cli: RunCLI, *extra: str) -> dict[str, Any]:
@@ -258,7 +232,7 @@ class TestDatabaseErrors:
     """A database that cannot be opened exits 2 with a message naming it, no traceback."""
 
     def test_unsupported_url(self, tmp_path: Path) -> None:
-        result = _runner("mysql://nowhere/db", tmp_path)("apps", "list")
+        result = cli_runner("mysql://nowhere/db", tmp_path)("apps", "list")
         assert 2 == result.returncode
         assert "mysql://nowhere/db" in result.stderr
         assert "Traceback" not in result.stderr
@@ -267,7 +241,7 @@ class TestDatabaseErrors:
         path = tmp_path / "notes.txt"
         path.write_text("just some notes, not a database\n" * 100)
         before = path.read_bytes()
-        result = _runner(f"sqlite:///{path}", tmp_path)("apps", "list")
+        result = cli_runner(f"sqlite:///{path}", tmp_path)("apps", "list")
         assert 2 == result.returncode
         assert "notes.txt" in result.stderr
         assert "Traceback" not in result.stderr
@@ -275,7 +249,7 @@ class TestDatabaseErrors:
 
     def test_unreachable_postgres_names_host_not_password(self, tmp_path: Path) -> None:
         url = "postgresql://app:hunter2@127.0.0.1:1/apps"
-        result = _runner(url, tmp_path)("apps", "list")
+        result = cli_runner(url, tmp_path)("apps", "list")
         assert 2 == result.returncode
         assert "127.0.0.1" in result.stderr
         assert "hunter2" not in result.stdout + result.stderr
@@ -298,35 +272,19 @@ class TestHelpAndDemo:
         ],
     )
     def test_help(self, tmp_path: Path, argv: list[str]) -> None:
-        result = _runner("memory:", tmp_path)(*argv, "--help")
+        result = cli_runner("memory:", tmp_path)(*argv, "--help")
         assert 0 == result.returncode
         assert "usage: appregistry" in result.stdout
         if argv != ["apps"]:  # a group lists its actions; the root and leaves show examples
             assert "example:" in result.stdout
 
     def test_default_database_is_sqlite_in_working_directory(self, tmp_path: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "APPREGISTRY_DATABASE"}
-        result = subprocess.run(
-            [sys.executable, "-m", "appregistry", "apps", "list"],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            env=env,
-            timeout=60,
-            check=False,
-        )
+        result = run_cli("apps", "list", cwd=tmp_path)
         assert 0 == result.returncode, result.stderr
         assert (tmp_path / "appregistry.sqlite3").exists()
 
     def test_demo(self, tmp_path: Path) -> None:
-        result = subprocess.run(
-            [sys.executable, "-m", "appregistry", "demo"],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            timeout=120,
-            check=False,
-        )
+        result = run_cli("demo", cwd=tmp_path, timeout=120)
         assert 0 == result.returncode, result.stdout + result.stderr
         out = result.stdout
         for reason in ("app_disabled", "token_unknown", "bad_credentials", "app_unknown"):

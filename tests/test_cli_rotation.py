@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +10,8 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
-RunCLI = Callable[..., subprocess.CompletedProcess[str]]
+from _support import RunCLI, cli_runner
+from _support import cli_json as _json
 
 APP_ARGS = [
     "--owner", "sp-admin", "--name", "MyApp", "--trusted",
@@ -26,33 +23,7 @@ APP_ARGS = [
 @pytest.fixture
 def cli(tmp_path: Path) -> RunCLI:
     """The CLI on a fresh SQLite file; ``keys`` sets ``$APPREGISTRY_ENCRYPTION_KEY``."""
-    database = f"sqlite:///{tmp_path / 'cli.sqlite3'}"
-
-    def run(
-        *args: str, stdin: str | None = None, keys: str | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
-        for name in ("APPREGISTRY_DATABASE", "APPREGISTRY_ENCRYPTION_KEY", "APPREGISTRY_PEPPER"):
-            env.pop(name, None)
-        if keys is not None:
-            env["APPREGISTRY_ENCRYPTION_KEY"] = keys
-        return subprocess.run(  # noqa: S603 - our own CLI, with arguments from the tests
-            [sys.executable, "-m", "appregistry", "--database", database, *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            env=env,
-            timeout=60,
-            check=False,
-        )
-
-    return run
-
-
-def _json(result: subprocess.CompletedProcess[str]) -> Any:
-    assert result.stdout, result.stderr
-    return json.loads(result.stdout)
+    return cli_runner(f"sqlite:///{tmp_path / 'cli.sqlite3'}", tmp_path)
 
 
 def _register(cli: RunCLI, *, keys: str | None = None) -> dict[str, Any]:

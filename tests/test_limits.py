@@ -11,8 +11,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import socketserver
-import threading
 import urllib.parse
 import wsgiref.simple_server
 import wsgiref.util
@@ -24,6 +22,7 @@ import attrs
 import pytest
 import requests
 
+from _support import serving
 from appregistry import (
     AppNotFound,
     Denied,
@@ -659,27 +658,11 @@ class TestWsgiLimits:
         )
 
 
-class _ThreadingServer(socketserver.ThreadingMixIn, wsgiref.simple_server.WSGIServer):
-    daemon_threads = True
-
-
-class _QuietHandler(wsgiref.simple_server.WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
-        pass
-
-
 @pytest.fixture
 def base_url(wsgi: Any) -> Iterator[str]:
     """The WSGI app behind a real HTTP server on a free loopback port."""
-    httpd = wsgiref.simple_server.make_server(
-        "127.0.0.1", 0, wsgi, server_class=_ThreadingServer, handler_class=_QuietHandler
-    )
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(timeout=10)
+    with serving(wsgi) as url:
+        yield url
 
 
 class TestOverHttp:

@@ -13,12 +13,10 @@ import logging
 import os
 import queue
 import secrets
-import socketserver
 import subprocess
 import sys
 import threading
 import urllib.parse
-import wsgiref.simple_server
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -32,6 +30,7 @@ from oauthlib.common import Request as OAuthRequest
 from oauthlib.oauth2 import BackendApplicationClient, WebApplicationClient
 from requests_oauthlib import OAuth2Session
 
+from _support import serving
 from appregistry import RegisteredApp, Registry, oauth2, open_registry
 from appregistry._validation import MAX_USER_AGENT_LENGTH, Problems
 from appregistry.oauth2 import SignedInUser, make_server, make_wsgi_app
@@ -118,15 +117,6 @@ def _register(registry: Registry) -> tuple[RegisteredApp, RegisteredApp]:
     return trusted, partner
 
 
-class _ThreadingServer(socketserver.ThreadingMixIn, wsgiref.simple_server.WSGIServer):
-    daemon_threads = True
-
-
-class _QuietHandler(wsgiref.simple_server.WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
-        pass
-
-
 @pytest.fixture
 def world(database_url: str) -> Iterator[World]:
     clock = ManualClock()
@@ -136,24 +126,10 @@ def world(database_url: str) -> Iterator[World]:
     app = make_wsgi_app(
         registry, current_user=lambda _environ: sign_in.user, clock=clock, csrf_key=b"k" * 32
     )
-    httpd = wsgiref.simple_server.make_server(
-        "127.0.0.1", 0, app, server_class=_ThreadingServer, handler_class=_QuietHandler
-    )
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
     try:
-        yield World(
-            registry,
-            clock,
-            f"http://127.0.0.1:{httpd.server_port}",
-            trusted,
-            partner,
-            sign_in,
-        )
+        with serving(app) as base:
+            yield World(registry, clock, base, trusted, partner, sign_in)
     finally:
-        httpd.shutdown()
-        thread.join()
-        httpd.server_close()
         registry.close()
 
 

@@ -24,6 +24,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
+from _support import APP_FIELDS, counting_postgres_storage
 from appregistry import (
     AppNotFound,
     Denied,
@@ -49,12 +50,6 @@ from appregistry.testing.contract import (
 
 pytestmark = pytest.mark.postgres
 
-APP_FIELDS: dict[str, Any] = {
-    "name": "MyApp",
-    "homepage": "http://example.com/MyApp",
-    "admin_email": "myapp@example.com",
-    "redirect_url": "https://example.com/MyApp/handler",
-}
 PASSWORD = "Pa55-w0rd-n0t-t0-be-seen"
 
 
@@ -483,22 +478,7 @@ class TestTransactions:
     def test_token_check_is_one_prepared_query(
         self, postgres_url: str, postgres_schema: str
     ) -> None:
-        executed: list[bytes | str] = []
-
-        # Counted where every statement passes, whether sent by the connection or a cursor.
-        class Counting(psycopg.Cursor[Any]):
-            def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
-                executed.append(query if isinstance(query, bytes | str) else repr(query))
-                return super().execute(query, *args, **kwargs)
-
-        pool: ConnectionPool[Any] = ConnectionPool(
-            postgres_url,
-            kwargs={"autocommit": True, "cursor_factory": Counting},
-            min_size=1,
-            max_size=1,
-            open=False,
-        )
-        storage = PostgresStorage(pool, schema=postgres_schema)
+        storage, pool, executed = counting_postgres_storage(postgres_url, postgres_schema)
         try:
             registry = Registry(storage=storage)
             key, secret = _setup(registry)

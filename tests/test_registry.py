@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
+from _support import HOUR, SEED_KEY, SEED_SECRET, denial, register
 from appregistry import (
     AccessRequest,
     AppNotFound,
@@ -47,43 +48,10 @@ from appregistry import (
 from appregistry.storage.memory import MemoryStorage
 from appregistry.testing import EventRecorder, ManualClock
 
-HOUR = timedelta(hours=1)
-APP_FIELDS: dict[str, Any] = {
-    "name": "MyApp",
-    "homepage": "http://example.com/MyApp",
-    "admin_email": "myapp@example.com",
-    "redirect_url": "https://example.com/MyApp/handler",
-}
-# The seeds' own key and secret, as an installation migrating its credentials would bring.
-SEED_KEY = "PVui7jiATDKcWhPOpAUkXAliGahUvEdf"
-SEED_SECRET = "jaZK33AmjGFEUXOtcJhyc9h7hlv4Oo8N"
-
-
 # -- fixtures and helpers ---------------------------------------------------------------------
 
 
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def recorder() -> EventRecorder:
-    return EventRecorder()
-
-
-@pytest.fixture
-def storage() -> MemoryStorage:
-    return MemoryStorage()
-
-
-@pytest.fixture
-def registry(storage: MemoryStorage, clock: ManualClock, recorder: EventRecorder) -> Registry:
-    return Registry(storage=storage, clock=clock, listeners=[recorder])
-
-
-def register(registry: Registry, owner: str = "acme", **changes: Any) -> RegisteredApp:
-    return registry.register_app(owner, **{**APP_FIELDS, **changes})
+# The clock, recorder, storage and registry fixtures are in conftest.py.
 
 
 def permit(registry: Registry, *accounts: str) -> None:
@@ -104,13 +72,6 @@ def installed(
 
 def issue(registry: Registry, new: RegisteredApp, account: str | None = None, **kw: Any) -> str:
     return registry.issue_token(new.app.key, new.secret, account=account, **kw).token
-
-
-def denial(call: Callable[[], object]) -> str:
-    """The reason code of the `Denied` that ``call`` raises."""
-    with pytest.raises(Denied) as info:
-        call()
-    return info.value.decision.reason
 
 
 def reason(registry: Registry, token: str) -> str:

@@ -20,6 +20,15 @@ from cryptography.fernet import Fernet
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from _support import (
+    APP_FIELDS,
+    DAY,
+    HOUR,
+    SEED_KEY,
+    SEED_SECRET,
+    counting_postgres_storage,
+    problems_of,
+)
 from appregistry import (
     AppNotFound,
     AppRegistryError,
@@ -30,56 +39,17 @@ from appregistry import (
     RegisteredApp,
     Registry,
     TokenContext,
-    ValidationError,
 )
 from appregistry._registry import MAX_SECRET_GRACE, _FailureCounter
 from appregistry.oauth2 import make_server
 from appregistry.storage.memory import MemoryStorage
 from appregistry.testing import EventRecorder, ManualClock
 
-HOUR = timedelta(hours=1)
-DAY = timedelta(days=1)
-APP_FIELDS: dict[str, Any] = {
-    "name": "MyApp",
-    "homepage": "http://example.com/MyApp",
-    "admin_email": "myapp@example.com",
-    "redirect_url": "https://example.com/MyApp/handler",
-}
 UNKNOWN_KEY = "U" * 32
 WRONG_SECRET = "W" * 32
 
 
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def recorder() -> EventRecorder:
-    return EventRecorder()
-
-
-@pytest.fixture
-def storage() -> MemoryStorage:
-    return MemoryStorage()
-
-
-@pytest.fixture
-def make_registry(
-    storage: MemoryStorage, clock: ManualClock, recorder: EventRecorder
-) -> Callable[..., Registry]:
-    """Registries on one storage, clock and recorder, each with options of its own."""
-
-    def make(**options: Any) -> Registry:
-        listeners: Any = (recorder,)
-        return Registry(storage=storage, clock=clock, listeners=listeners, **options)
-
-    return make
-
-
-@pytest.fixture
-def registry(make_registry: Callable[..., Registry]) -> Registry:
-    return make_registry()
+# The clock, recorder, storage, make_registry and registry fixtures are in conftest.py.
 
 
 def register(registry: Registry, *, trusted: bool = True) -> RegisteredApp:
@@ -90,12 +60,6 @@ def register(registry: Registry, *, trusted: bool = True) -> RegisteredApp:
 
 def authenticates(registry: Registry, key: str, secret: str) -> bool:
     return registry.authenticate_client(key, secret).allowed
-
-
-def problems_of(call: Callable[[], object]) -> list[tuple[str, str]]:
-    with pytest.raises(ValidationError) as caught:
-        call()
-    return [(p.field, p.code) for p in caught.value.problems]
 
 
 # -- secret rotation with a grace window -----------------------------------------------------------
@@ -744,26 +708,7 @@ class TestOneQueryWhileRotating:
     def test_postgres_checks_with_one_prepared_query(
         self, postgres_url: str, postgres_schema: str
     ) -> None:
-        import psycopg
-        from psycopg_pool import ConnectionPool
-
-        from appregistry.storage.postgres import PostgresStorage
-
-        executed: list[object] = []
-
-        class Counting(psycopg.Cursor[Any]):
-            def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
-                executed.append(query)
-                return super().execute(query, *args, **kwargs)
-
-        pool: ConnectionPool[Any] = ConnectionPool(
-            postgres_url,
-            kwargs={"autocommit": True, "cursor_factory": Counting},
-            min_size=1,
-            max_size=1,
-            open=False,
-        )
-        storage = PostgresStorage(pool, schema=postgres_schema)
+        storage, _, executed = counting_postgres_storage(postgres_url, postgres_schema)
         try:
             clock = ManualClock()
             before = Registry(storage=storage, clock=clock, pepper=b"pepper one")
@@ -778,9 +723,6 @@ class TestOneQueryWhileRotating:
 
 
 # -- the schema migration --------------------------------------------------------------------------
-
-SEED_KEY = "PVui7jiATDKcWhPOpAUkXAliGahUvEdf"
-SEED_SECRET = "jaZK33AmjGFEUXOtcJhyc9h7hlv4Oo8N"
 
 
 class TestMigration:

@@ -24,6 +24,7 @@ import attrs
 import pytest
 from cryptography.fernet import Fernet
 
+from _support import APP_FIELDS
 from appregistry import (
     AppListing,
     AppsPermission,
@@ -49,12 +50,6 @@ from appregistry.testing.contract import (
 )
 
 T0 = datetime(2015, 4, 20, 9, 56, 40, tzinfo=UTC)
-APP_FIELDS: dict[str, Any] = {
-    "name": "MyApp",
-    "homepage": "http://example.com/MyApp",
-    "admin_email": "myapp@example.com",
-    "redirect_url": "https://example.com/MyApp/handler",
-}
 
 
 def file_bytes(path: Path) -> bytes:

@@ -471,11 +471,7 @@ class Registry:
         with self._transaction() as (tx, events):
             app = self._app(tx, key)
             tx.apps.set_secret(key, stored)
-            removed = tx.tokens.remove_all_of_app(key)
-            grants = _grants_removed(
-                codes=tx.codes.remove_all_of_app(key),
-                refresh=tx.refresh_tokens.remove_all_of_app(key),
-            )
+            removed, grants = _remove_grants(tx, key)
             events.append(
                 Event(
                     EventKind.APP_SECRET_REGENERATED,
@@ -658,11 +654,7 @@ class Registry:
         now = self._now()
         with self._transaction() as (tx, events):
             app = self._app(tx, key)
-            tokens = tx.tokens.remove_all_of_app(key)
-            grants = _grants_removed(
-                codes=tx.codes.remove_all_of_app(key),
-                refresh=tx.refresh_tokens.remove_all_of_app(key),
-            )
+            tokens, grants = _remove_grants(tx, key)
             installations = tx.installations.remove_all_of_app(key)
             tx.apps.remove(key)
             events.append(
@@ -718,10 +710,7 @@ class Registry:
             account: The account that may use apps.
             by: Who granted it (a user id of the host).
         """
-        problems = Problems()
-        account = problems.identifier("account", account)  # type: ignore[assignment]
-        by = problems.identifier("by", by)  # type: ignore[assignment]
-        problems.raise_if_any()
+        account, by = _identifiers(account=account, by=by)
         now = self._now()
         with self._transaction() as (tx, events):
             permission = tx.permissions.get(account)
@@ -733,9 +722,7 @@ class Registry:
 
     def forbid_account(self, account: str) -> None:
         """Withdraw the account's apps permission: its tokens stop acting, but are kept (R14)."""
-        problems = Problems()
-        account = problems.identifier("account", account)  # type: ignore[assignment]
-        problems.raise_if_any()
+        (account,) = _identifiers(account=account)
         now = self._now()
         with self._transaction() as (tx, events):
             if tx.permissions.get(account) is not None:
@@ -759,10 +746,7 @@ class Registry:
             AppNotFound: No app has ``key``.
             Denied: The app is disabled or the account is not permitted to use apps.
         """
-        problems = Problems()
-        account = problems.identifier("account", account)  # type: ignore[assignment]
-        by = problems.identifier("by", by)  # type: ignore[assignment]
-        problems.raise_if_any()
+        account, by = _identifiers(account=account, by=by)
         now = self._now()
         with self._transaction() as (tx, events):
             app = self._app(tx, key)
@@ -825,11 +809,7 @@ class Registry:
         now = self._now()
         with self._transaction() as (tx, events):
             self._installation(tx, key, account)
-            removed = tx.tokens.remove_for(key, account)
-            grants = _grants_removed(
-                codes=tx.codes.remove_for(key, account),
-                refresh=tx.refresh_tokens.remove_for(key, account),
-            )
+            removed, grants = _remove_grants(tx, key, account)
             tx.installations.remove(key, account)
             events.append(
                 Event(
@@ -1069,13 +1049,7 @@ class Registry:
         now = self._now()
         with self._transaction() as (tx, events):
             self._app(tx, key)
-            removed, grants = 0, {}
-            if _is_id(account):
-                removed = tx.tokens.remove_for(key, account)
-                grants = _grants_removed(
-                    codes=tx.codes.remove_for(key, account),
-                    refresh=tx.refresh_tokens.remove_for(key, account),
-                )
+            removed, grants = _remove_grants(tx, key, account) if _is_id(account) else (0, {})
             if removed or grants:
                 events.append(
                     Event(EventKind.TOKENS_REMOVED, now, key, account, {"count": removed, **grants})
@@ -1613,6 +1587,14 @@ def _is_presented(token: object) -> bool:
     return isinstance(token, str) and 0 < len(token) <= _MAX_PRESENTED_TOKEN
 
 
+def _identifiers(**values: object) -> list[str]:
+    # The ids, checked as `Problems.identifier` checks them; every problem raised at once.
+    problems = Problems()
+    checked = [problems.identifier(field, value) for field, value in values.items()]
+    problems.raise_if_any()
+    return cast(list[str], checked)
+
+
 def _checked_user_agent(user_agent: object) -> str | None:
     problems = Problems()
     checked = problems.text(
@@ -1673,10 +1655,24 @@ def _nonzero(**counts: int) -> dict[str, int]:
     return {name: count for name, count in counts.items() if count}
 
 
-def _grants_removed(*, codes: int, refresh: int) -> dict[str, int]:
-    # Event details for the codes and refresh tokens a cascade removed, only when there were
-    # any: the details of hosts that use no OAuth grants stay as they were.
-    return _nonzero(codes_removed=codes, refresh_tokens_removed=refresh)
+def _remove_grants(
+    tx: UnitOfWork, key: str, account: str | None = None
+) -> tuple[int, dict[str, int]]:
+    """Remove the app's access tokens, codes and refresh tokens (on ``account`` only, if given).
+
+    Returns how many access tokens went, and the event details for the codes and refresh
+    tokens: only those there were, so the details of hosts that use no OAuth grants stay as
+    they were.
+    """
+    if account is None:
+        tokens = tx.tokens.remove_all_of_app(key)
+        codes = tx.codes.remove_all_of_app(key)
+        refresh = tx.refresh_tokens.remove_all_of_app(key)
+    else:
+        tokens = tx.tokens.remove_for(key, account)
+        codes = tx.codes.remove_for(key, account)
+        refresh = tx.refresh_tokens.remove_for(key, account)
+    return tokens, _nonzero(codes_removed=codes, refresh_tokens_removed=refresh)
 
 
 def _is_text(value: object) -> bool:

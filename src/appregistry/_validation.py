@@ -67,6 +67,8 @@ MAX_EMAIL_LENGTH: Final = 254
 # ypogegrammeni), and trimming drops surrounding spaces. Text that long is not a name.
 _RAW_SLACK: Final = 4
 
+_LINE_BREAKS: Final = str.maketrans("", "", "\n\t\r")
+
 _HOST_LABEL_MAX: Final = 63
 _HOST_MAX: Final = 253
 
@@ -116,6 +118,15 @@ class Problems:
 
         An empty optional value becomes ``None``.
         """
+        return self._text(field, value, max_length=max_length, required=required, lines=False)
+
+    def multiline(self, field: str, value: object, *, max_length: int) -> str | None:
+        """An optional free text (a description): like `text`, but line breaks and tabs are kept."""
+        return self._text(field, value, max_length=max_length, required=False, lines=True)
+
+    def _text(
+        self, field: str, value: object, *, max_length: int, required: bool, lines: bool
+    ) -> str | None:
         if value is None or (isinstance(value, str) and not value.strip()):
             if required:
                 self.add(field, "required", f"{field} is required")
@@ -127,26 +138,9 @@ class Problems:
             self.add(field, "too_long", f"{field} must be at most {max_length} characters")
             return None
         normalized = unicodedata.normalize("NFC", value).strip()
-        if _has_control(normalized):
-            self.add(field, "control_character", f"{field} must not contain control characters")
-            return None
-        if len(normalized) > max_length:
-            self.add(field, "too_long", f"{field} must be at most {max_length} characters")
-            return None
-        return normalized
-
-    def multiline(self, field: str, value: object, *, max_length: int) -> str | None:
-        """An optional free text (a description): like `text`, but line breaks and tabs are kept."""
-        if value is None or (isinstance(value, str) and not value.strip()):
-            return None
-        if not isinstance(value, str):
-            self.add(field, "not_text", f"{field} must be text")
-            return None
-        if len(value) > _RAW_SLACK * max_length:
-            self.add(field, "too_long", f"{field} must be at most {max_length} characters")
-            return None
-        normalized = unicodedata.normalize("NFC", value).strip()
-        if _has_control(normalized.replace("\n", "").replace("\t", "").replace("\r", "")):
+        # Line breaks and tabs are the only controls a multi-line text may hold.
+        checked = normalized.translate(_LINE_BREAKS) if lines else normalized
+        if _has_control(checked):
             self.add(field, "control_character", f"{field} must not contain control characters")
             return None
         if len(normalized) > max_length:

@@ -119,8 +119,10 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declarativ
         name: str,
         summary: str,
         example: str,
+        *positionals: str,
     ) -> argparse.ArgumentParser:
-        return parent.add_parser(
+        """A command; each of ``positionals`` (key, account) is an argument named in capitals."""
+        parser = parent.add_parser(
             name,
             help=summary,
             description=f"{summary}\n\nexample:\n  {example}",
@@ -128,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declarativ
             formatter_class=_Formatter,
             parents=[common],
         )
+        for positional in positionals:
+            parser.add_argument(positional, metavar=positional.upper())
+        return parser
 
     def paging(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--search", metavar="TEXT", help="case-insensitive text to match")
@@ -163,16 +168,15 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declarativ
     p.add_argument("--owner", metavar="ACCOUNT", help="only this owner's apps")
     paging(p)
 
-    p = leaf(apps, "show", "Show every field of an app.", "appregistry apps show KEY")
-    p.add_argument("key", metavar="KEY")
+    leaf(apps, "show", "Show every field of an app.", "appregistry apps show KEY", "key")
 
     p = leaf(
         apps,
         "edit",
         "Change an app's fields; those not given stay. An empty value clears an optional one.",
         "appregistry apps edit KEY --name 'My App' --untrusted",
+        "key",
     )
-    p.add_argument("key", metavar="KEY")
     for flag in ("name", "description", "homepage", "image-url", "admin-email", "admin-phone"):
         p.add_argument(f"--{flag}")
     p.add_argument("--redirect-url")
@@ -186,8 +190,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declarativ
         ("remove", "Remove an app, its installations and tokens."),
         ("regenerate-secret", "New secret; the old one and all the app's tokens stop working."),
     ):
-        p = leaf(apps, name, summary, f"appregistry apps {name} KEY")
-        p.add_argument("key", metavar="KEY")
+        leaf(apps, name, summary, f"appregistry apps {name} KEY", "key")
 
     p = leaf(
         apps,
@@ -195,8 +198,8 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declarativ
         "New secret; the old one keeps working until a deadline (at most 30 days) and every "
         "token is kept.",
         "appregistry apps rotate-secret KEY --grace 7d",
+        "key",
     )
-    p.add_argument("key", metavar="KEY")
     deadline = p.add_mutually_exclusive_group(required=True)
     deadline.add_argument(
         "--grace", type=_duration, metavar="DURATION", help="for how long: 7d, 12h, 90m, 2w"
@@ -221,16 +224,16 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declarativ
         "permit",
         "Let an account use apps.",
         "appregistry accounts permit org-1 --by sp-admin",
+        "account",
     )
-    p.add_argument("account", metavar="ACCOUNT")
     p.add_argument("--by", required=True, metavar="USER", help="who grants it")
-    p = leaf(
+    leaf(
         accounts,
         "forbid",
         "Stop an account using apps (its tokens stop acting).",
         "appregistry accounts forbid org-1",
+        "account",
     )
-    p.add_argument("account", metavar="ACCOUNT")
 
     # installs -----------------------------------------------------------------------------
     installs = group("installs", "apps installed (authorized) on accounts")
@@ -239,26 +242,24 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declarativ
         "add",
         "Install an app on an account.",
         "appregistry installs add KEY org-1 --by alice",
+        "key",
+        "account",
     )
-    p.add_argument("key", metavar="KEY")
-    p.add_argument("account", metavar="ACCOUNT")
     p.add_argument("--by", required=True, metavar="USER", help="the user authorizing it")
     p = leaf(
         installs,
         "list",
         "List the apps installed on an account with their Access Tokens.",
         "appregistry installs list org-1",
+        "account",
     )
-    p.add_argument("account", metavar="ACCOUNT")
     paging(p)
     for name, summary in (
         ("suspend", "Suspend an app on one account."),
         ("resume", "Resume a suspended app on one account."),
         ("remove", "Uninstall an app from an account; its tokens there are removed."),
     ):
-        p = leaf(installs, name, summary, f"appregistry installs {name} KEY org-1")
-        p.add_argument("key", metavar="KEY")
-        p.add_argument("account", metavar="ACCOUNT")
+        leaf(installs, name, summary, f"appregistry installs {name} KEY org-1", "key", "account")
 
     # tokens -------------------------------------------------------------------------------
     tokens = group("tokens", "issue, check, list and remove access tokens")
@@ -278,9 +279,9 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declarativ
         "list",
         "List an app's live tokens on an account.",
         "appregistry tokens list KEY org-1 --search perl",
+        "key",
+        "account",
     )
-    p.add_argument("key", metavar="KEY")
-    p.add_argument("account", metavar="ACCOUNT")
     paging(p)
     p = leaf(
         tokens,

@@ -34,8 +34,16 @@ class _Handler(WSGIRequestHandler):
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         # The query string can carry a bearer token (accessRequestToken=...).
-        path = urllib.parse.urlsplit(self.path).path
-        self.log_message('"%s %s" %s %s', self.command, path, code, size)
+        # A request line that did not parse leaves no path or command behind.
+        path = urllib.parse.urlsplit(getattr(self, "path", "")).path
+        command = getattr(self, "command", None) or "-"
+        self.log_message('"%s %s" %s %s', command, path, code, size)
+
+    def log_error(self, format: str, *args: object) -> None:  # noqa: A002, ARG002 - base signature
+        # send_error's messages quote the raw request line, query string (and token) included:
+        # keep only the status code.
+        code = args[0] if args and isinstance(args[0], int) else "-"
+        self.log_message("refused a malformed request: status %s", code)
 
 
 def make_http_server(app: WSGIApplication, host: str, port: int) -> WSGIServer:
