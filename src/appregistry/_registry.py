@@ -904,14 +904,8 @@ class Registry:
             decision = self._policy.evaluate(request, now)
             grant = Grant.CLIENT_CREDENTIALS if client_credentials else Grant.AUTHORIZATION_CODE
             if decision.allowed and app is not None and acting_for is not None:
-                record = AccessToken(
-                    token_id=cred.generate_token_id(),
-                    app_key=app.key,
-                    account=acting_for,
-                    grant=grant,
-                    issued_at=now,
-                    expires_at=now + self._token_lifetime,
-                    user_agent=user_agent,
+                record = self._new_access_token(
+                    app.key, acting_for, grant, now, user_agent=user_agent
                 )
                 tx.tokens.add(record, digest)
                 events.append(
@@ -1478,6 +1472,27 @@ class Registry:
         )
         return self._policy.evaluate(request, now)
 
+    def _new_access_token(
+        self,
+        app_key: str,
+        account: str,
+        grant: Grant,
+        now: datetime,
+        *,
+        user_agent: str | None,
+        family_id: str | None = None,
+    ) -> AccessToken:
+        return AccessToken(
+            token_id=cred.generate_token_id(),
+            app_key=app_key,
+            account=account,
+            grant=grant,
+            issued_at=now,
+            expires_at=now + self._token_lifetime,
+            user_agent=user_agent,
+            family_id=family_id,
+        )
+
     def _issue_pair(
         self,
         tx: UnitOfWork,
@@ -1491,15 +1506,8 @@ class Registry:
         user_agent: str | None,
     ) -> IssuedToken:
         token, refresh = cred.generate_token(), cred.generate_token()
-        record = AccessToken(
-            token_id=cred.generate_token_id(),
-            app_key=app.key,
-            account=account,
-            grant=grant,
-            issued_at=now,
-            expires_at=now + self._token_lifetime,
-            user_agent=user_agent,
-            family_id=family_id,
+        record = self._new_access_token(
+            app.key, account, grant, now, user_agent=user_agent, family_id=family_id
         )
         refresh_record = RefreshToken(
             token_id=cred.generate_token_id(),
