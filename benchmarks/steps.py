@@ -57,7 +57,7 @@ def _steps(bench: Backend, tokens: Sequence[str]) -> dict[str, float]:
     now: datetime = registry._now()
     decided = [(policy._evaluate_token(c, now), c.token) for c in contexts]
     steps = {
-        "clock": _median(lambda _: registry._now(), tokens),
+        "clock": _median(lambda _: registry._clock(), tokens),
         "digest": _median(credentials.token_digest, tokens),
         "storage": _median(storage.token_context, digests),
         "policy": _median(lambda context: policy._evaluate_token(context, now), contexts),

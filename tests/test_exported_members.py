@@ -14,6 +14,7 @@ EXPECTED = [
     "AccessToken",
     "Action",
     "App",
+    "AppContext",
     "AppListing",
     "AppNotFound",
     "AppRegistryError",

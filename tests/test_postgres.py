@@ -6,14 +6,16 @@ Every test here needs the server of ``tests/conftest.py``; each gets fresh schem
 from __future__ import annotations
 
 import itertools
+import logging
 import secrets
 import subprocess
 import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any, ClassVar, Final, LiteralString, cast
 
 import attrs
 import hypothesis.strategies as st
@@ -27,6 +29,7 @@ from psycopg_pool import ConnectionPool
 from _support import APP_FIELDS, counting_postgres_storage
 from appregistry import (
     AppNotFound,
+    AppsPermission,
     Denied,
     ImportedCredentials,
     InstallationNotFound,
@@ -35,17 +38,23 @@ from appregistry import (
     SchemaError,
     StorageError,
     StorageUnavailable,
+    StoredSecret,
 )
 from appregistry.ports import Storage
 from appregistry.storage import open_storage
 from appregistry.storage.memory import MemoryStorage
-from appregistry.storage.postgres import SCHEMA_VERSION, PostgresStorage
+from appregistry.storage.postgres import SCHEMA_VERSION, PostgresStorage, _Unit
 from appregistry.testing import ManualClock
 from appregistry.testing.contract import (
+    T0,
     StorageContents,
     StorageContract,
     StorageFactory,
     StorageReopener,
+    make_app,
+    make_token,
+    new_digest,
+    new_key,
 )
 
 pytestmark = pytest.mark.postgres
@@ -496,6 +505,387 @@ class TestTransactions:
             storage.close()
 
 
+class TestPostgresContractWithoutPipelineMode(StorageContract):
+    """The whole contract again, as with a libpq older than 14: no pipeline mode.
+
+    Each statement then waits for its answer, inside BEGIN and COMMIT; the storage must keep
+    every promise all the same.
+    """
+
+    @pytest.fixture
+    def storage_factory(self, postgres_storage_factory: Any) -> StorageFactory:
+        def make() -> Storage:
+            storage = postgres_storage_factory()
+            storage._pipelined = False
+            return cast(Storage, storage)
+
+        return make
+
+    @pytest.fixture
+    def storage_reopener(self, postgres_storage_factory: Any) -> StorageReopener:
+        def reopen(storage: Storage) -> Storage:
+            assert isinstance(storage, PostgresStorage)
+            other = postgres_storage_factory(schema=storage.schema)
+            other._pipelined = False
+            return cast(Storage, other)
+
+        return reopen
+
+    @pytest.fixture
+    def storage_contents(self, admin: psycopg.Connection[Any]) -> StorageContents:
+        def contents(storage: Storage) -> bytes:
+            assert isinstance(storage, PostgresStorage)
+            return _table_bytes(admin, storage.schema)
+
+        return contents
+
+
+class _Recording(psycopg.Cursor[Any]):
+    """A cursor that notes each statement it sends, and whether the pipeline was on."""
+
+    sent: ClassVar[list[tuple[bytes | str, bool]]] = []
+
+    def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
+        piped = self.connection.pgconn.pipeline_status != psycopg.pq.PipelineStatus.OFF
+        self.sent.append((query, piped))
+        return super().execute(query, *args, **kwargs)
+
+
+@pytest.fixture
+def lone_storage(postgres_url: str, postgres_schema: str) -> Iterator[PostgresStorage]:
+    """A storage on a one-connection pool whose cursors record what they send."""
+    _Recording.sent = []
+    pool: ConnectionPool[Any] = ConnectionPool(
+        postgres_url,
+        kwargs={"autocommit": True, "cursor_factory": _Recording},
+        min_size=1,
+        max_size=1,
+        open=False,
+    )
+    storage = PostgresStorage(pool, schema=postgres_schema)
+    yield storage
+    storage.close()
+
+
+@pytest.fixture(params=[True, False], ids=["pipelined", "plain"])
+def both_modes(request: pytest.FixtureRequest, lone_storage: PostgresStorage) -> PostgresStorage:
+    """``lone_storage``, with and without pipeline mode."""
+    lone_storage._pipelined = request.param
+    return lone_storage
+
+
+def _idle(storage: PostgresStorage) -> bool:
+    """Whether the storage's one connection is back in the pool, idle and out of pipeline mode."""
+    with storage._pool.connection() as conn:
+        return (
+            conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            and conn.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF
+        )
+
+
+class TestPipelinedTransactions:
+    """Writes go out without waiting; their errors still undo the whole transaction (S2)."""
+
+    def test_issuing_a_token_sends_one_read_and_one_insert_in_a_pipeline(
+        self, lone_storage: PostgresStorage
+    ) -> None:
+        # Two round trips: no BEGIN nor COMMIT; the Sync that ends the pipeline commits.
+        registry = Registry(storage=lone_storage)
+        key, secret = _setup(registry)
+        registry.issue_token(key, secret, account="org-1")
+        _Recording.sent.clear()
+        token = registry.issue_token(key, secret, account="org-1").token
+        queries = lone_storage._queries
+        assert [(queries.app_context, True), (queries.token_add, True)] == _Recording.sent
+        assert Reason.ALLOWED == registry.check_token(token).reason
+
+    def test_without_pipeline_mode_begin_and_commit_are_sent(
+        self, lone_storage: PostgresStorage
+    ) -> None:
+        lone_storage._pipelined = False
+        registry = Registry(storage=lone_storage)
+        key, secret = _setup(registry)
+        _Recording.sent.clear()
+        token = registry.issue_token(key, secret, account="org-1").token
+        queries = lone_storage._queries
+        assert [
+            (b"BEGIN", False),
+            (queries.app_context, False),
+            (queries.token_add, False),
+            (b"COMMIT", False),
+        ] == _Recording.sent
+        assert Reason.ALLOWED == registry.check_token(token).reason
+
+    def test_a_failed_write_is_raised_at_the_end_and_undoes_the_block(
+        self, both_modes: PostgresStorage, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        storage = both_modes
+
+        def refused_in_the_middle(tx: Any) -> None:
+            tx.permissions.put(AppsPermission("beta", "root", T0))
+            tx.tokens.add(make_token(new_key()), new_digest())  # no such app: refused
+            tx.permissions.put(AppsPermission("gamma", "root", T0))
+
+        with pytest.raises(StorageError, match="23503"):
+            _in(storage, refused_in_the_middle)
+        with storage.transaction() as tx:
+            assert (None, None) == (tx.permissions.get("beta"), tx.permissions.get("gamma"))
+        assert _idle(storage)
+        assert [] == [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+    def test_a_failed_write_then_an_exception_undoes_the_block(
+        self, both_modes: PostgresStorage, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        storage = both_modes
+
+        def refused_then_boom(tx: Any) -> None:
+            tx.permissions.put(AppsPermission("beta", "root", T0))
+            with suppress(StorageError):  # raised here without pipeline mode
+                tx.tokens.add(make_token(new_key()), new_digest())
+            raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError, match="boom"):
+            _in(storage, refused_then_boom)
+        with storage.transaction() as tx:
+            assert tx.permissions.get("beta") is None
+        assert _idle(storage)
+        assert [] == [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+    def test_an_exception_undoes_writes_never_answered(self, both_modes: PostgresStorage) -> None:
+        # Nothing failed in the database: the Sync that ends the pipeline must not commit.
+        storage = both_modes
+        app = make_app()
+        with storage.transaction() as tx:
+            tx.apps.add(app, StoredSecret(new_digest()))
+
+        def writes_then_boom(tx: Any) -> None:
+            tx.permissions.put(AppsPermission("beta", "root", T0))
+            tx.tokens.add(make_token(app.key), new_digest())
+            raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError, match="boom"):
+            _in(storage, writes_then_boom)
+        with storage.transaction() as tx:
+            assert tx.permissions.get("beta") is None
+            assert 0 == tx.tokens.count_live(app.key, "acme", now=T0)
+        assert _idle(storage)
+
+    def test_a_read_after_a_failed_write_raises_that_write_s_error(
+        self, lone_storage: PostgresStorage
+    ) -> None:
+        reads: list[object] = []
+
+        def refused_then_read(tx: Any) -> None:
+            tx.tokens.add(make_token(new_key()), new_digest())
+            reads.append(tx.permissions.get("acme"))
+
+        with pytest.raises(StorageError, match="23503") as raised:
+            _in(lone_storage, refused_then_read)
+        assert [] == reads  # the read raised the INSERT's error, not "unavailable"
+        assert "unavailable" not in str(raised.value)
+        assert _idle(lone_storage)
+
+    def test_counts_and_the_writes_after_them_commit_together(
+        self, both_modes: PostgresStorage
+    ) -> None:
+        # A count comes back as a row, without a Sync that would commit the writes before it.
+        storage = both_modes
+        app = make_app()
+        with storage.transaction() as tx:
+            tx.apps.add(app, StoredSecret(new_digest()))
+            for _ in range(3):
+                tx.tokens.add(make_token(app.key), new_digest())
+        counted: list[int] = []
+
+        def count_write_boom(tx: Any) -> None:
+            counted.append(tx.tokens.remove_for(app.key, "acme"))
+            tx.permissions.put(AppsPermission("beta", "root", T0))
+            raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError, match="boom"):
+            _in(storage, count_write_boom)
+        with storage.transaction() as tx:
+            live = tx.tokens.count_live(app.key, "acme", now=T0)
+            assert (3, None) == (live, tx.permissions.get("beta"))
+            counted.append(tx.tokens.remove_for(app.key, "acme"))
+            tx.permissions.put(AppsPermission("beta", "root", T0))
+        with storage.transaction() as tx:
+            assert 0 == tx.tokens.count_live(app.key, "acme", now=T0)
+            assert tx.permissions.get("beta") is not None
+        assert [3, 3] == counted
+
+    def test_a_block_that_only_read_keeps_the_prepared_statements_and_unlocks(
+        self, both_modes: PostgresStorage, admin: psycopg.Connection[Any]
+    ) -> None:
+        # Nothing to undo: it ends as a commit, which spares the prepared statements that a
+        # ROLLBACK makes psycopg deallocate. The app's row, locked by the read, is free again.
+        storage = both_modes
+        registry = Registry(storage=storage)
+        key, secret = _setup(registry)
+        token = registry.issue_token(key, secret, account="org-1").token
+        assert Reason.ALLOWED == registry.check_token(token).reason  # prepares the check
+        with pytest.raises(InstallationNotFound):
+            registry.suspend_installation(key, "nobody")  # locks the app, finds nothing
+        assert _idle(storage)
+        with storage._pool.connection() as conn:
+            names = conn.execute("SELECT name FROM pg_prepared_statements").fetchall()
+        assert names  # the check's, at least
+        with admin.transaction():
+            admin.execute("SET LOCAL lock_timeout = '2s'")
+            apps = _table(storage.schema, "appregistry_apps")
+            query = sql.SQL("SELECT 1 FROM {} WHERE app_key = %s FOR UPDATE").format(apps)
+            assert (1,) == admin.execute(query, (key,)).fetchone()
+
+    def test_checks_work_after_a_block_that_wrote_is_rolled_back(
+        self, both_modes: PostgresStorage
+    ) -> None:
+        # The rollback deallocates the prepared statements; checks prepare theirs again.
+        storage = both_modes
+        registry = Registry(storage=storage)
+        key, secret = _setup(registry)
+        token = registry.issue_token(key, secret, account="org-1").token
+        assert Reason.ALLOWED == registry.check_token(token).reason
+
+        def write_then_boom(tx: Any) -> None:
+            tx.permissions.put(AppsPermission("beta", "root", T0))
+            raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError, match="boom"):
+            _in(storage, write_then_boom)
+        assert [Reason.ALLOWED] * 3 == [registry.check_token(token).reason for _ in range(3)]
+        assert registry.get_permission("beta") is None
+
+    def test_an_interrupted_rollback_commits_nothing(
+        self, lone_storage: PostgresStorage, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Left in pipeline mode by an interrupt, the transaction is dropped with its
+        # connection: a Sync would have committed it.
+        def interrupted(unit: Any) -> None:
+            raise KeyboardInterrupt
+
+        def write_then_boom(tx: Any) -> None:
+            tx.permissions.put(AppsPermission("beta", "root", T0))
+            raise RuntimeError("boom")
+
+        monkeypatch.setattr(_Unit, "roll_back", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            _in(lone_storage, write_then_boom)
+        monkeypatch.undo()
+        assert Registry(storage=lone_storage).get_permission("beta") is None
+        assert _idle(lone_storage)
+
+
+def _in(storage: PostgresStorage, work: Callable[[Any], None]) -> None:
+    """Run ``work`` in a transaction of ``storage``."""
+    with storage.transaction() as tx:
+        work(tx)
+
+
+# Revocations held open in another session, each as the Registry runs it, and the reason an
+# issue waiting for it must give once it commits.
+_HELD_REVOCATIONS: dict[str, tuple[tuple[LiteralString, ...], Reason]] = {
+    "disable": (
+        ("UPDATE {apps} SET enabled = false WHERE app_key = %(key)s",),
+        Reason.APP_DISABLED,
+    ),
+    "suspend": (
+        (
+            "SELECT 1 FROM {apps} WHERE app_key = %(key)s FOR NO KEY UPDATE",
+            (
+                "UPDATE {installations} SET suspended = true "
+                "WHERE app_key = %(key)s AND account = 'org-1'"
+            ),
+        ),
+        Reason.INSTALLATION_SUSPENDED,
+    ),
+    "uninstall": (
+        (
+            "SELECT 1 FROM {apps} WHERE app_key = %(key)s FOR NO KEY UPDATE",
+            "DELETE FROM {installations} WHERE app_key = %(key)s AND account = 'org-1'",
+        ),
+        Reason.INSTALLATION_MISSING,
+    ),
+    "forbid": (
+        (
+            "SELECT 1 FROM {permissions} WHERE account = 'org-1' FOR NO KEY UPDATE",
+            "DELETE FROM {permissions} WHERE account = 'org-1'",
+        ),
+        Reason.APPS_NOT_PERMITTED,
+    ),
+}
+
+
+class TestAnIssueSeesTheRevocationItWaitedFor:
+    """An issue blocked by a revocation's locks sees the revocation once it commits (S2).
+
+    The issue reads the app, installation and permission in one statement, whose snapshot
+    predates the locks it waits for; locking each row is what makes it read their latest
+    committed versions. Without the installation's lock, an issue that waited for a suspend
+    would still see the installation active.
+    """
+
+    @pytest.mark.parametrize("revocation", sorted(_HELD_REVOCATIONS))
+    def test_revocation(
+        self,
+        postgres_url: str,
+        postgres_schema: str,
+        admin: psycopg.Connection[Any],
+        revocation: str,
+    ) -> None:
+        name = f"appregistry_issuer_{secrets.token_hex(4)}"
+        url = f"{postgres_url}{'&' if '?' in postgres_url else '?'}application_name={name}"
+        storage = PostgresStorage.from_url(url, schema=postgres_schema, min_size=1, max_size=1)
+        try:
+            registry = Registry(storage=storage)
+            key, secret = _setup(registry)
+            tables = {t: _table(postgres_schema, f"appregistry_{t}") for t in _TABLE_NAMES}
+            outcome: list[object] = []
+            issuer = threading.Thread(
+                target=lambda: outcome.append(
+                    _outcome(lambda: registry.issue_token(key, secret, account="org-1"))
+                )
+            )
+            statements, reason = _HELD_REVOCATIONS[revocation]
+            with (
+                psycopg.connect(postgres_url, autocommit=True) as revoker,
+                revoker.transaction(),
+            ):
+                for statement in statements:
+                    revoker.execute(sql.SQL(statement).format(**tables), {"key": key})
+                issuer.start()
+                _wait_until_blocked(admin, name)
+            issuer.join(timeout=30)
+            assert [reason] == outcome
+        finally:
+            storage.close()
+
+
+_TABLE_NAMES: Final = ("apps", "installations", "permissions")
+
+
+def _outcome(issue: Callable[[], object]) -> object:
+    """``Reason.ALLOWED`` when the issue succeeds, else the reason it was denied for."""
+    try:
+        issue()
+    except Denied as denied:
+        return denied.decision.reason
+    return Reason.ALLOWED
+
+
+def _wait_until_blocked(admin: psycopg.Connection[Any], application_name: str) -> None:
+    """Wait (up to 10 s) until the session named ``application_name`` waits on a lock."""
+    for _ in range(1000):
+        waiting = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE application_name = %s AND wait_event_type = 'Lock'",
+            (application_name,),
+        ).fetchone()
+        if waiting == (1,):
+            return
+        threading.Event().wait(0.01)
+    pytest.fail(f"{application_name} never waited on a lock")
+
+
 class TestSeveralServers:
     """Several storages on one database, like several app servers, see each other's changes."""
 
@@ -734,7 +1124,7 @@ class TestNoPlaintextInTheTables:
             )
         ]
         assert 8 == len(tables)
-        lines = []
+        lines: list[str] = []
         for name in tables:
             query = sql.SQL("SELECT t::text FROM {} AS t").format(_table(schema, name))
             lines.extend(row[0] for row in conn.execute(query))

@@ -1243,10 +1243,11 @@ class TestR24PurePolicy:
         registry = Registry(storage=storage, clock=counting_clock)
         new = register(registry, trusted=True)
         permit(registry, "acme", "globex")
+        token = issue(registry, new)
         operations: list[Callable[[], object]] = [
             lambda: registry.install_app(new.app.key, "globex", by="admin"),
             lambda: issue(registry, new),
-            lambda: registry.check_token("unknown"),
+            lambda: registry.check_token(token),
             lambda: registry.purge_expired_tokens(batch_size=1),
             lambda: registry.disable_app(new.app.key),
         ]
@@ -1254,6 +1255,19 @@ class TestR24PurePolicy:
             reads.clear()
             operation()
             assert 1 == len(reads)
+
+    def test_unknown_token_check_reads_no_clock(self, storage: MemoryStorage) -> None:
+        reads: list[datetime] = []
+        manual = ManualClock()
+
+        def counting_clock() -> datetime:
+            reads.append(manual())
+            return manual()
+
+        registry = Registry(storage=storage, clock=counting_clock)
+
+        assert not registry.check_token("unknown").allowed
+        assert [] == reads
 
     def test_naive_clock_is_refused(self, storage: MemoryStorage) -> None:
         registry = Registry(storage=storage, clock=lambda: datetime(2015, 4, 20))  # noqa: DTZ001

@@ -241,6 +241,74 @@ class TestSchema:
         assert ["allowed", "allowed"] == reasons
         assert [(SCHEMA_VERSION,)] == pragma(db_path, "user_version")
 
+    def test_a_version_3_file_keeps_its_records(self, db_path: Path) -> None:
+        # Version 4 rebuilt permissions and installations and added the apps' records that
+        # token checks read: every record of a version 3 file reads back as it was stored.
+        from appregistry.storage.sqlite import _MIGRATIONS
+
+        app = make_app(owner="acme", description="Ünïcode", trusted=True)
+        token = make_token(app.key, "beta", user_agent="agent", family_id="f1")
+        installation = Installation(app.key, "beta", "admin", T0, suspended=True)
+        permission = AppsPermission("beta", "root", T0 + timedelta(microseconds=7))
+        digest = new_digest()
+        at = (T0 - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+        connection = sqlite3.connect(db_path)
+        for migration in _MIGRATIONS[:3]:
+            for statement in migration:
+                connection.execute(statement)
+        connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        connection.execute("PRAGMA user_version = 3")
+        connection.execute(
+            "INSERT INTO apps (app_key, owner, name, name_folded, search_text, homepage, "
+            "admin_email, redirect_url, created_at, description, trusted, enabled, "
+            "secret_digest) VALUES (?, ?, ?, '', '', ?, ?, ?, ?, ?, 1, 1, x'00')",
+            (
+                app.key,
+                app.owner,
+                app.name,
+                app.homepage,
+                app.admin_email,
+                app.redirect_url,
+                at,
+                app.description,
+            ),
+        )
+        connection.execute(
+            "INSERT INTO installations VALUES (?, 'beta', 'admin', ?, 1)",
+            (app.key, at),
+        )
+        connection.execute("INSERT INTO permissions VALUES ('beta', 'root', ?)", (at + 7,))
+        connection.execute(
+            "INSERT INTO tokens (token_id, digest, app_key, account, grant_type, issued_at, "
+            "expires_at, user_agent, search_text, family_id) "
+            "VALUES (?, ?, ?, 'beta', 'authorization_code', ?, ?, 'agent', 'agent', 'f1')",
+            (
+                token.token_id,
+                digest,
+                app.key,
+                at,
+                at + 3_600_000_000,
+            ),
+        )
+        connection.commit()
+        connection.close()
+
+        storage = SQLiteStorage(db_path)
+        try:
+            context = storage.token_context(digest)
+            with storage.transaction() as tx:
+                found = (tx.apps.get(app.key), tx.installations.get(app.key, "beta"))
+        finally:
+            storage.close()
+        assert (token, app, installation, permission) == (
+            getattr(context, "token", None),
+            getattr(context, "app", None),
+            getattr(context, "installation", None),
+            getattr(context, "permission", None),
+        )
+        assert (app, installation) == found
+        assert [(SCHEMA_VERSION,)] == pragma(db_path, "user_version")
+
     def test_a_newer_schema_is_refused_untouched(self, open_sqlite: Any, db_path: Path) -> None:
         open_sqlite().close()
         connection = sqlite3.connect(db_path)
@@ -458,11 +526,20 @@ class TestErrors:
         with pytest.raises(StorageError, match="aware"), storage.transaction() as tx:
             tx.permissions.put(AppsPermission("acme", "admin", naive))
 
+    def test_memory_mapping_can_be_turned_off(self, open_sqlite: Any) -> None:
+        storage = open_sqlite(mmap_size=0)
+        with storage.transaction() as tx:
+            tx.permissions.put(AppsPermission("acme", "admin", T0))
+        mapped = [c.execute("PRAGMA mmap_size").fetchone()[0] for c in storage._pool._idle]
+        assert [0] == mapped
+
     def test_bad_options_are_refused(self, db_path: Path) -> None:
         with pytest.raises(ValueError, match="synchronous"):
             SQLiteStorage(db_path, synchronous="OFF")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="pool_size"):
             SQLiteStorage(db_path, pool_size=0)
+        with pytest.raises(ValueError, match="mmap_size"):
+            SQLiteStorage(db_path, mmap_size=-1)
 
 
 class TestManyHandles:
@@ -495,6 +572,83 @@ class TestManyHandles:
         with handles[1].transaction() as tx:
             final = tx.apps.get(app.key)
         assert "60" == getattr(final, "description", None)
+
+
+class TestPool:
+    """Threads share a few connections: each is handed to one thread at a time, and closing
+    the storage closes every one of them, even those in use at the time."""
+
+    def test_a_connection_is_never_handed_to_two_threads(self, open_sqlite: Any) -> None:
+        storage = open_sqlite(pool_size=2)
+        pool = storage._pool
+        holders: dict[int, int] = {}
+        guard = threading.Lock()
+        clashes: list[int] = []
+
+        def use() -> None:
+            for _ in range(2000):
+                connection = pool.acquire()
+                with guard:
+                    if id(connection) in holders:
+                        clashes.append(id(connection))
+                    holders[id(connection)] = threading.get_ident()
+                time.sleep(0)  # let another thread run while this one holds it
+                with guard:
+                    del holders[id(connection)]
+                pool.release(connection)
+
+        threads = [threading.Thread(target=use) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert [] == clashes
+        assert (True, pool._open) == (pool._open <= 2, len(pool._idle))
+
+    def test_checks_and_writes_share_a_small_pool(self, open_sqlite: Any) -> None:
+        storage = open_sqlite(pool_size=2)
+        app = make_app()
+        tokens = [make_token(app.key) for _ in range(20)]
+        digests = [new_digest() for _ in tokens]
+        with storage.transaction() as tx:
+            tx.apps.add(app, _stored_secret())
+            for token, digest in zip(tokens, digests, strict=True):
+                tx.tokens.add(token, digest)
+        errors: list[BaseException] = []
+
+        def work(n: int) -> None:
+            try:
+                for i in range(300):
+                    if i % 25 == 0:
+                        with storage.transaction() as tx:
+                            tx.permissions.put(AppsPermission(f"account-{n}", "admin", T0))
+                    context = storage.token_context(digests[i % len(digests)])
+                    assert context is not None
+                    assert tokens[i % len(tokens)] == context.token
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert [] == errors
+        with storage.transaction() as tx:
+            permitted = [tx.permissions.get(f"account-{n}") is not None for n in range(6)]
+        assert [True] * 6 == permitted
+
+    def test_closing_closes_connections_in_use(self, open_sqlite: Any) -> None:
+        storage = open_sqlite(pool_size=3)
+        pool = storage._pool
+        held = [pool.acquire() for _ in range(3)]
+        pool.release(held.pop())
+        storage.close()
+        for connection in held:
+            pool.release(connection)
+        with pytest.raises(StorageError, match="closed"):
+            storage.token_context(new_digest())
+        assert (0, []) == (pool._open, pool._idle)
 
 
 # The child writes until killed. Each batch adds five tokens and records the number of batches
@@ -587,6 +741,54 @@ class TestCrashes:
         assert 0 == orphans
         with Registry(storage=SQLiteStorage(db_path)) as registry:
             assert len(batches) == registry.list_apps().total
+
+
+class TestPurgeSettings:
+    """A purge tunes its connection (see ``_Session.tune_for_purge``) only while it runs."""
+
+    @staticmethod
+    def settings(storage: SQLiteStorage) -> list[tuple[int, int]]:
+        pool = storage._pool
+        return [
+            (
+                connection.execute("PRAGMA cache_size").fetchone()[0],
+                connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0],
+            )
+            for connection in pool._idle
+        ]
+
+    def _storage_with_expired_tokens(self, open_sqlite: Any, count: int) -> SQLiteStorage:
+        storage: SQLiteStorage = open_sqlite()
+        app = make_app()
+        with storage.transaction() as tx:
+            tx.apps.add(app, _stored_secret())
+            for _ in range(count):
+                tx.tokens.add(make_token(app.key, expires_at=T0), new_digest())
+        return storage
+
+    def test_settings_are_restored_after_every_batch(self, open_sqlite: Any) -> None:
+        storage = self._storage_with_expired_tokens(open_sqlite, 7)
+        before = self.settings(storage)
+        registry = Registry(storage=storage, clock=ManualClock(T0 + timedelta(hours=1)))
+        assert 2 == registry.purge_expired_tokens(batch_size=2, max_batches=1)
+        assert before == self.settings(storage)
+        assert 5 == registry.purge_expired_tokens(batch_size=2)
+        assert before == self.settings(storage)
+
+    def test_settings_are_restored_after_a_rollback(self, open_sqlite: Any) -> None:
+        storage = self._storage_with_expired_tokens(open_sqlite, 3)
+        before = self.settings(storage)
+
+        def purge_then_fail() -> None:
+            with storage.transaction() as tx:
+                tx.tokens.purge_expired(now=T0, limit=2)
+                raise KeyError("undo")
+
+        with pytest.raises(KeyError):
+            purge_then_fail()
+        assert before == self.settings(storage)
+        with storage.transaction() as tx:
+            assert 3 == tx.tokens.purge_expired(now=T0, limit=10)
 
 
 class TestNothingAtRest:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import re
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from appregistry import ImportedCredentials, Registry, ValidationError, display_url
-from appregistry._validation import Problems
+from appregistry._validation import Problems, _has_control
 from appregistry.storage.memory import MemoryStorage
 from appregistry.testing import EventRecorder
 from appregistry.testing import strategies as ars
@@ -254,6 +255,16 @@ def _upper_ascii(text: str) -> str:
 def _upper_where_reversible(text: str) -> str:
     # Some letters have no one-letter upper case that maps back; UTS 46 maps the rest.
     return "".join(ch.upper() if ch.upper().lower() == ch else ch for ch in text)
+
+
+class TestControlCharacters:
+    """The ASCII fast path of the control-character check agrees with the general rule."""
+
+    @given(st.text(st.characters(max_codepoint=0x7F)) | st.text())
+    def test_fast_path_agrees_with_the_categories(self, value: str) -> None:
+        refused = {"Cc", "Cf", "Cs", "Zl", "Zp"}
+        expected = any(unicodedata.category(ch) in refused for ch in value)
+        assert expected == _has_control(value)
 
 
 class TestUrls:

@@ -21,6 +21,7 @@ from ._policy import AccessRequest, Action, Decision, Policy, Reason, Rule
 from ._records import (
     AccessToken,
     App,
+    AppContext,
     AppListing,
     AppsPermission,
     AuthorizationCode,
@@ -63,6 +64,7 @@ __all__ = [
     "AccessToken",
     "Action",
     "App",
+    "AppContext",
     "AppListing",
     "AppNotFound",
     "AppRegistryError",

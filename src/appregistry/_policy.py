@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from typing import Final
 
 import attrs
 
@@ -257,6 +258,13 @@ class Policy:
     """
 
     extra_rules: tuple[Rule, ...] = attrs.field(default=(), converter=_as_rules)
+    # Whether the built-in rules alone decide, so that `_evaluate_token` may test their
+    # conditions directly: no host rules, and not a subclass that may evaluate otherwise.
+    _builtin_only: bool = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        builtin_only = not self.extra_rules and type(self) is Policy
+        object.__setattr__(self, "_builtin_only", builtin_only)
 
     @property
     def rules(self) -> tuple[Rule, ...]:
@@ -284,22 +292,23 @@ class Policy:
         subclass, the request is built and `evaluate` decides, so every denial and its detail
         come from the rules themselves.
         """
-        token, app, installation = context.token, context.app, context.installation
-        client_credentials = token.grant is Grant.CLIENT_CREDENTIALS
+        token, app, installation, permission = context
         if (
-            now < token.expires_at  # token_unexpired (token_known: the token was found)
-            and app is not None  # app_known
+            self._builtin_only
+            and app is not None  # app_known (token_known: the token was found)
             and app.enabled  # app_enabled
-            and (
-                client_credentials  # installation_present: only needed by other grants
-                if installation is None
-                else not installation.suspended  # installation_active
-            )
-            and context.permission is not None  # account_permitted
-            and (app.trusted or not client_credentials)  # app_trusted
-            and not self.extra_rules
-            and type(self) is Policy
+            and permission is not None  # account_permitted
+            and now < token.expires_at  # token_unexpired
         ):
-            return _ALLOWED
-        request = AccessRequest.for_token(token, app, installation, context.permission)
+            client_credentials = token.grant is _CLIENT_CREDENTIALS
+            if (
+                # installation_present (only other grants need one), installation_active
+                (client_credentials if installation is None else not installation.suspended)
+                and (app.trusted or not client_credentials)  # app_trusted
+            ):
+                return _ALLOWED
+        request = AccessRequest.for_token(token, app, installation, permission)
         return self.evaluate(request, now)
+
+
+_CLIENT_CREDENTIALS: Final = Grant.CLIENT_CREDENTIALS

@@ -77,6 +77,10 @@ def _has_control(value: str) -> bool:
     # Cc (controls), Cf (format: bidi overrides, zero-width joiners), Zl/Zp (line separators):
     # none belongs in a name, id or URL, and they are the usual tools of spoofing. Cs (lone
     # surrogates) are not characters at all: they cannot be encoded as UTF-8 for storage.
+    if value.isascii():
+        # The common case, in C: the only such characters in ASCII are its controls (Cc),
+        # and they are exactly what `str.isprintable` refuses there.
+        return not value.isprintable()
     return any(unicodedata.category(ch) in {"Cc", "Cf", "Cs", "Zl", "Zp"} for ch in value)
 
 

@@ -27,6 +27,7 @@ import attrs
 from ._records import (
     AccessToken,
     App,
+    AppContext,
     AppListing,
     AppsPermission,
     AuthorizationCode,
@@ -88,6 +89,16 @@ class AppRepository(Protocol):
 
         Every field of the `StoredSecret` comes back as it was stored, the previous
         (grace) secret's digest and deadline included.
+        """
+        ...
+
+    def get_context(self, key: str, account: str | None) -> AppContext | None:
+        """The app with ``key``, its stored secret, and one account's installation and permission.
+
+        ``account`` is the account the app would act for; ``None`` means the app's owner. The
+        answer is ``None`` when no app has ``key``. A SQL backend answers with one query, and
+        the app's row is then locked as a `get`'s is: issuing a token reads this, and a
+        concurrent disable or removal must wait for the issue's transaction (S2).
         """
         ...
 

@@ -12,10 +12,12 @@ True
 
 from __future__ import annotations
 
+import functools
 import heapq
+import itertools
 import math
 import threading
-from collections.abc import Callable, Collection, Iterator, MutableMapping
+from collections.abc import Callable, Collection, Iterable, Iterator, MutableMapping
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Final, TypeVar
@@ -25,6 +27,7 @@ import attrs
 from .._records import (
     AccessToken,
     App,
+    AppContext,
     AppListing,
     AppsPermission,
     AuthorizationCode,
@@ -49,12 +52,26 @@ _MISSING: Final[Any] = object()
 
 Pair = tuple[str, str]
 
+# Builds a TokenContext from a tuple in C: the named tuple's own __new__ is a Python
+# function, and every token check makes one.
+_token_context: Final[Callable[[tuple[Any, ...]], TokenContext]] = functools.partial(
+    tuple.__new__, TokenContext
+)
+
+
+#: A journal entry: a key's old value in a mapping (`_MISSING`: it had none), or an undo function.
+_Undo = tuple[MutableMapping[Any, Any], object, object] | Callable[[], object]
+
 
 class _Journal:
-    """Records the old value of every key a transaction touches, to undo them on rollback."""
+    """Records the old value of every key a transaction touches, to undo them on rollback.
+
+    Bulk changes record one undo function instead (`on_rollback`): an entry per key written
+    would cost more than the writes themselves.
+    """
 
     def __init__(self) -> None:
-        self._entries: list[tuple[MutableMapping[Any, Any], object, object]] = []
+        self._entries: list[_Undo] = []
 
     def set(self, mapping: MutableMapping[K, V], key: K, value: V) -> None:
         self._entries.append((mapping, key, mapping.get(key, _MISSING)))
@@ -68,8 +85,16 @@ class _Journal:
         del mapping[key]
         return old  # type: ignore[no-any-return]
 
+    def on_rollback(self, undo: Callable[[], object]) -> None:
+        """Call ``undo`` on rollback, in its turn: after undoing what was journaled later."""
+        self._entries.append(undo)
+
     def rollback(self) -> None:
-        for mapping, key, old in reversed(self._entries):
+        for entry in reversed(self._entries):
+            if callable(entry):
+                entry()
+                continue
+            mapping, key, old = entry
             if old is _MISSING:
                 mapping.pop(key, None)
             else:
@@ -103,10 +128,36 @@ class _Data:
         self.refresh: dict[str, RefreshToken] = {}  # token id -> refresh token
         self.refresh_digests: dict[str, bytes] = {}  # token id -> digest
         self.refresh_by_digest: dict[bytes, str] = {}  # digest -> token id
+        # As for access tokens: refresh tokens live for weeks, so there are many of them, and
+        # neither a purge nor a family's revocation should look at them all.
+        self.refresh_by_expiry: dict[int, dict[str, None]] = {}
+        self.refresh_by_family: dict[str, dict[str, None]] = {}
 
 
 def _second(when: datetime) -> int:
     return math.floor(when.timestamp())
+
+
+def _discard(index: dict[K, dict[str, None]], key: K, member: str) -> None:
+    """Take ``member`` out of ``index[key]``, and the key too once it has no members."""
+    members = index.get(key)
+    if members is not None:
+        members.pop(member, None)
+        if not members:
+            del index[key]
+
+
+def _restore_tokens(data: _Data, removed: list[tuple[AccessToken, bytes]]) -> None:
+    """Put back tokens that `_Unit.drop_tokens` removed, indexes and all (a rollback)."""
+    for token, digest in removed:
+        token_id = token.token_id
+        data.tokens[token_id] = token
+        data.digests[token_id] = digest
+        data.by_digest[digest] = token
+        data.by_pair.setdefault((token.app_key, token.account), {})[token_id] = None
+        data.by_expiry.setdefault(_second(token.expires_at), {})[token_id] = None
+        if token.family_id is not None:
+            data.by_family.setdefault(token.family_id, {})[token_id] = None
 
 
 def _page(items: list[T], total: int, query: ListQuery) -> Page[T]:
@@ -132,12 +183,32 @@ class _Unit:
     def __init__(self, data: _Data, journal: _Journal) -> None:
         self._data = data
         self._journal = journal
-        self.apps = _Apps(self)
-        self.permissions = _Permissions(self)
-        self.installations = _Installations(self)
-        self.tokens = _Tokens(self)
-        self.codes = _Codes(self)
-        self.refresh_tokens = _RefreshTokens(self)
+
+    # The repositories are made when first used: most transactions use one or two.
+
+    @functools.cached_property
+    def apps(self) -> _Apps:
+        return _Apps(self)
+
+    @functools.cached_property
+    def permissions(self) -> _Permissions:
+        return _Permissions(self)
+
+    @functools.cached_property
+    def installations(self) -> _Installations:
+        return _Installations(self)
+
+    @functools.cached_property
+    def tokens(self) -> _Tokens:
+        return _Tokens(self)
+
+    @functools.cached_property
+    def codes(self) -> _Codes:
+        return _Codes(self)
+
+    @functools.cached_property
+    def refresh_tokens(self) -> _RefreshTokens:
+        return _RefreshTokens(self)
 
     def add_to_index(self, index: dict[K, dict[str, None]], key: K, member: str) -> None:
         members = index.get(key)
@@ -153,27 +224,46 @@ class _Unit:
             if not members:
                 self._journal.delete(index, key)
 
-    def drop_token(self, token_id: str) -> bool:
-        data, journal = self._data, self._journal
-        token = journal.delete(data.tokens, token_id)
-        if token is None:
-            return False
-        digest = journal.delete(data.digests, token_id)
-        if digest is not None:
-            journal.delete(data.by_digest, digest)
-        self.drop_from_index(data.by_pair, (token.app_key, token.account), token_id)
-        self.drop_from_index(data.by_expiry, _second(token.expires_at), token_id)
-        if token.family_id is not None:
-            self.drop_from_index(data.by_family, token.family_id, token_id)
-        return True
+    def drop_tokens(self, token_ids: Iterable[str], *, whole_seconds: Collection[int] = ()) -> int:
+        """Remove these access tokens (unknown and repeated ids are skipped); how many went.
+
+        ``whole_seconds`` are expiry seconds all of whose tokens are in ``token_ids``, and
+        none of their other ones: their buckets go whole, rather than token by token. One
+        journal entry undoes all the tokens (a purge removes up to 100 000 in a
+        transaction), and one more each bucket.
+        """
+        data = self._data
+        tokens, digests, by_digest = data.tokens, data.digests, data.by_digest
+        by_pair, by_expiry, by_family = data.by_pair, data.by_expiry, data.by_family
+        removed: list[tuple[AccessToken, bytes]] = []
+        for token_id in token_ids:
+            token = tokens.pop(token_id, None)
+            if token is None:
+                continue
+            digest = digests.pop(token_id)
+            del by_digest[digest]
+            removed.append((token, digest))
+            _discard(by_pair, (token.app_key, token.account), token_id)
+            if not whole_seconds:
+                _discard(by_expiry, _second(token.expires_at), token_id)
+            if token.family_id is not None:
+                _discard(by_family, token.family_id, token_id)
+        if removed:
+            self._journal.on_rollback(functools.partial(_restore_tokens, data, removed))
+        for second in whole_seconds:
+            self._journal.delete(by_expiry, second)
+        return len(removed)
 
     def drop_refresh(self, token_id: str) -> bool:
         data, journal = self._data, self._journal
-        if journal.delete(data.refresh, token_id) is None:
+        token = journal.delete(data.refresh, token_id)
+        if token is None:
             return False
         digest = journal.delete(data.refresh_digests, token_id)
         if digest is not None:
             journal.delete(data.refresh_by_digest, digest)
+        self.drop_from_index(data.refresh_by_expiry, _second(token.expires_at), token_id)
+        self.drop_from_index(data.refresh_by_family, token.family_id, token_id)
         return True
 
 
@@ -188,6 +278,20 @@ class _Apps:
 
     def get_secret(self, key: str) -> StoredSecret | None:
         return self._data.secrets.get(key)
+
+    def get_context(self, key: str, account: str | None) -> AppContext | None:
+        data = self._data
+        app = data.apps.get(key)
+        if app is None:
+            return None
+        acting_for = app.owner if account is None else account
+        return AppContext(
+            app,
+            data.secrets[key],
+            acting_for,
+            data.installations.get((key, acting_for)),
+            data.permissions.get(acting_for),
+        )
 
     def add(self, app: App, secret: StoredSecret) -> None:
         if app.key in self._data.apps:
@@ -326,7 +430,7 @@ class _Tokens:
         return self._data.by_digest.get(digest)
 
     def remove(self, token_ids: Collection[str]) -> int:
-        return sum(self._unit.drop_token(token_id) for token_id in set(token_ids))
+        return self._unit.drop_tokens(token_ids)
 
     def remove_family(self, family_id: str) -> int:
         return self.remove(list(self._data.by_family.get(family_id, ())))
@@ -359,17 +463,31 @@ class _Tokens:
 
     def purge_expired(self, *, now: datetime, limit: int) -> int:
         # Only the seconds that have begun are looked in, soonest first: the cost grows with
-        # the batch, not with the live tokens.
+        # the batch, not with the live tokens. A second that has passed holds only expired
+        # tokens, and goes whole when the batch has room for it.
         data = self._data
-        expired: list[str] = []
+        whole: list[str] = []
+        whole_seconds: list[int] = []
+        some: list[str] = []
         cutoff = now.timestamp()
         for second in sorted(s for s in data.by_expiry if s <= cutoff):
-            for token_id in data.by_expiry[second]:
-                if data.tokens[token_id].is_expired(now):
-                    expired.append(token_id)
-                    if len(expired) >= limit:
-                        return self.remove(expired)
-        return self.remove(expired)
+            room = limit - len(whole) - len(some)
+            if room <= 0:
+                break
+            bucket = data.by_expiry[second]
+            # Timestamps are floats, but rounding keeps their order: a token in a second
+            # that has wholly passed has expired.
+            if second + 1 <= cutoff and len(bucket) <= room:
+                whole.extend(bucket)
+                whole_seconds.append(second)
+            elif second + 1 <= cutoff:
+                some.extend(itertools.islice(bucket, room))
+            else:
+                tokens = data.tokens
+                expired = (tid for tid in bucket if tokens[tid].is_expired(now))
+                some.extend(itertools.islice(expired, room))
+        unit = self._unit
+        return unit.drop_tokens(whole, whole_seconds=whole_seconds) + unit.drop_tokens(some)
 
 
 class _Codes:
@@ -422,6 +540,8 @@ class _RefreshTokens:
         self._journal.set(data.refresh, token.token_id, token)
         self._journal.set(data.refresh_digests, token.token_id, digest)
         self._journal.set(data.refresh_by_digest, digest, token.token_id)
+        self._unit.add_to_index(data.refresh_by_expiry, _second(token.expires_at), token.token_id)
+        self._unit.add_to_index(data.refresh_by_family, token.family_id, token.token_id)
 
     def get(self, digest: bytes) -> RefreshToken | None:
         token_id = self._data.refresh_by_digest.get(digest)
@@ -442,7 +562,8 @@ class _RefreshTokens:
         return sum(self._unit.drop_refresh(token_id) for token_id in doomed)
 
     def remove_family(self, family_id: str) -> int:
-        return self._remove_where(lambda t: t.family_id == family_id, len(self._data.refresh))
+        family = list(self._data.refresh_by_family.get(family_id, ()))
+        return sum(self._unit.drop_refresh(token_id) for token_id in family)
 
     def remove_for(self, app_key: str, account: str) -> int:
         return self._remove_where(
@@ -453,7 +574,16 @@ class _RefreshTokens:
         return self._remove_where(lambda t: t.app_key == app_key, len(self._data.refresh))
 
     def purge_expired(self, *, now: datetime, limit: int) -> int:
-        return self._remove_where(lambda t: t.is_expired(now), limit)
+        data = self._data
+        doomed: list[str] = []
+        cutoff = now.timestamp()
+        for second in sorted(s for s in data.refresh_by_expiry if s <= cutoff):
+            refresh = data.refresh
+            expired = (t for t in data.refresh_by_expiry[second] if refresh[t].is_expired(now))
+            doomed.extend(itertools.islice(expired, limit - len(doomed)))
+            if len(doomed) >= limit:
+                break
+        return sum(self._unit.drop_refresh(token_id) for token_id in doomed)
 
 
 class MemoryStorage:
@@ -495,7 +625,8 @@ class MemoryStorage:
 
     def token_context(self, digest: bytes, *older: bytes) -> TokenContext | None:
         """See `appregistry.ports.Storage.token_context`."""
-        self._check_open()
+        if self._closed:  # `_check_open`, inlined: every token check comes here
+            self._check_open()
         data = self._data
         with self._lock:
             token = data.by_digest.get(digest)
@@ -505,11 +636,14 @@ class MemoryStorage:
                 token = data.by_digest.get(other)
             if token is None:
                 return None
-            return TokenContext(
-                token,
-                data.apps.get(token.app_key),
-                data.installations.get((token.app_key, token.account)),
-                data.permissions.get(token.account),
+            key, account = token.app_key, token.account
+            return _token_context(
+                (
+                    token,
+                    data.apps.get(key),
+                    data.installations.get((key, account)),
+                    data.permissions.get(account),
+                )
             )
 
     def close(self) -> None:

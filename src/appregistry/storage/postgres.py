@@ -19,7 +19,8 @@ loaded when a ``postgresql://`` URL is opened or when you import it yourself.
   the token to its app, installation and permission, in autocommit (no transaction), so it
   sees committed data only and takes no locks.
 - **Transactions** (S2): see `PostgresStorage.transaction`: READ COMMITTED with row locks, the
-  app's row guarding everything that belongs to the app.
+  app's row guarding everything that belongs to the app; pipelined, so that issuing a token
+  takes two round trips.
 - **Values**: timestamps are ``timestamptz`` and come back as UTC datetimes; secrets,
   tokens, authorization codes and refresh tokens are only ever digests and ciphertext
   (``bytea``); the keys of removed apps are kept (R13). Names are stored beside their
@@ -39,7 +40,7 @@ import math
 import threading
 import urllib.parse
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any, Final, LiteralString, TypeVar
 
@@ -52,6 +53,7 @@ from psycopg_pool import ConnectionPool
 from .._records import (
     AccessToken,
     App,
+    AppContext,
     AppListing,
     AppsPermission,
     AuthorizationCode,
@@ -71,6 +73,8 @@ from . import redact_url
 __all__ = ["SCHEMA_VERSION", "PostgresStorage"]
 
 Connection = psycopg.Connection[TupleRow]
+Cursor = psycopg.Cursor[TupleRow]
+_Cursors = tuple[Cursor, Cursor]  # a transaction's reader and writer (see _Unit)
 Pool = ConnectionPool[Connection]
 Row = Sequence[Any]
 T = TypeVar("T")
@@ -250,6 +254,7 @@ _SECRET_COLUMNS: Final = (
 _APP_WIDTH: Final = len(_APP_COLUMNS)
 _TOKEN_WIDTH: Final = len(_TOKEN_COLUMNS)
 _INSTALLATION_WIDTH: Final = len(_INSTALLATION_COLUMNS)
+_SECRET_WIDTH: Final = len(_SECRET_COLUMNS)
 
 
 # -- values -----------------------------------------------------------------------------------
@@ -462,6 +467,7 @@ class _Queries:
             "code_cols": _columns(_CODE_COLUMNS),
             "refresh_cols": _columns(_REFRESH_COLUMNS),
             "secret_cols": _columns(_SECRET_COLUMNS),
+            "a_secret_cols": _columns(_SECRET_COLUMNS, "a"),
             "i_cols": _columns(_INSTALLATION_COLUMNS, "i"),
             # The app's columns but its key, which the installation's app_key already is.
             "a_rest": _columns(_APP_COLUMNS[1:], "a"),
@@ -498,6 +504,31 @@ class _Queries:
         # The secret comes along: issuing a token reads both, and a round trip is saved.
         self.app_get = r(
             "SELECT {app_cols}, {secret_cols} FROM {apps} WHERE app_key = %s FOR NO KEY UPDATE"
+        )
+        # Issuing a token reads the app, its secret, and the installation and permission of
+        # the account it would act for (its owner's when none is given) in one query. Each
+        # row is locked as app_get, installation_get and permission_get lock it, app first.
+        # In one statement all three are read under one snapshot, taken before the app's lock
+        # was granted: the locks are what make the answer current, since a locked row is
+        # re-read in its latest committed version (READ COMMITTED follows the update), and a
+        # row deleted meanwhile is not returned. The installation and permission are locked
+        # in LATERAL subqueries: PostgreSQL refuses FOR UPDATE on the nullable side of an
+        # outer join.
+        self.app_context = r(
+            """SELECT {a_cols}, {a_secret_cols},
+                      i.installed_by, i.installed_at, i.suspended, p.granted_by, p.granted_at
+               FROM (SELECT {app_cols}, {secret_cols} FROM {apps}
+                     WHERE app_key = %(key)s FOR NO KEY UPDATE) AS a
+               LEFT JOIN LATERAL (
+                   SELECT installed_by, installed_at, suspended FROM {installations}
+                   WHERE app_key = a.app_key AND account = coalesce(%(account)s, a.owner)
+                   FOR NO KEY UPDATE
+               ) AS i ON true
+               LEFT JOIN LATERAL (
+                   SELECT granted_by, granted_at FROM {permissions}
+                   WHERE account = coalesce(%(account)s, a.owner)
+                   FOR NO KEY UPDATE
+               ) AS p ON true"""
         )
         self.app_lock = r("SELECT 1 FROM {apps} WHERE app_key = %s FOR NO KEY UPDATE")
         self.app_secret = r("SELECT {secret_cols} FROM {apps} WHERE app_key = %s FOR NO KEY UPDATE")
@@ -592,7 +623,9 @@ class _Queries:
         self.installation_remove = r(
             "DELETE FROM {installations} WHERE app_key = %s AND account = %s"
         )
-        self.installation_remove_app = r("DELETE FROM {installations} WHERE app_key = %s")
+        self.installation_remove_app = self._counted(
+            "DELETE FROM {installations} WHERE app_key = %s"
+        )
         self.installation_list = {
             searching: r(
                 """SELECT c.total, {page_cols},
@@ -630,10 +663,12 @@ class _Queries:
             "SELECT {token_cols} FROM {tokens} WHERE digest = %s FOR UPDATE"
         )
         self.token_family_apps = r("SELECT DISTINCT app_key FROM {tokens} WHERE family_id = %s")
-        self.token_remove_family = r("DELETE FROM {tokens} WHERE family_id = %s")
-        self.token_remove = r("DELETE FROM {tokens} WHERE token_id = ANY(%s)")
-        self.token_remove_pair = r("DELETE FROM {tokens} WHERE app_key = %s AND account = %s")
-        self.token_remove_app = r("DELETE FROM {tokens} WHERE app_key = %s")
+        self.token_remove_family = self._counted("DELETE FROM {tokens} WHERE family_id = %s")
+        self.token_remove = self._counted("DELETE FROM {tokens} WHERE token_id = ANY(%s)")
+        self.token_remove_pair = self._counted(
+            "DELETE FROM {tokens} WHERE app_key = %s AND account = %s"
+        )
+        self.token_remove_app = self._counted("DELETE FROM {tokens} WHERE app_key = %s")
         self.token_count_live = r(
             "SELECT count(*) FROM {tokens} WHERE app_key = %s AND account = %s AND expires_at > %s"
         )
@@ -673,7 +708,7 @@ class _Queries:
         # purges never wait on each other, nor deadlock with a removal (R22). The rows are
         # deleted by their physical address (ctid), which stays put while they are locked:
         # a TID scan, three times faster than looking each one up again by token id.
-        self.token_purge = r(
+        self.token_purge = self._counted(
             """DELETE FROM {tokens} WHERE ctid = ANY(ARRAY(
                    SELECT ctid FROM {tokens} WHERE expires_at <= %s
                    LIMIT %s FOR UPDATE SKIP LOCKED))"""
@@ -691,9 +726,11 @@ class _Queries:
         )
         self.code_app = r("SELECT app_key FROM {codes} WHERE digest = %s")
         self.code_take = r("DELETE FROM {codes} WHERE digest = %s RETURNING {code_cols}")
-        self.code_remove_pair = r("DELETE FROM {codes} WHERE app_key = %s AND account = %s")
-        self.code_remove_app = r("DELETE FROM {codes} WHERE app_key = %s")
-        self.code_purge = r(
+        self.code_remove_pair = self._counted(
+            "DELETE FROM {codes} WHERE app_key = %s AND account = %s"
+        )
+        self.code_remove_app = self._counted("DELETE FROM {codes} WHERE app_key = %s")
+        self.code_purge = self._counted(
             """DELETE FROM {codes} WHERE digest IN (
                    SELECT digest FROM {codes} WHERE expires_at <= %s
                    LIMIT %s FOR UPDATE SKIP LOCKED)"""
@@ -713,12 +750,14 @@ class _Queries:
         self.refresh_family_apps = r(
             "SELECT DISTINCT app_key FROM {refresh_tokens} WHERE family_id = %s"
         )
-        self.refresh_remove_family = r("DELETE FROM {refresh_tokens} WHERE family_id = %s")
-        self.refresh_remove_pair = r(
+        self.refresh_remove_family = self._counted(
+            "DELETE FROM {refresh_tokens} WHERE family_id = %s"
+        )
+        self.refresh_remove_pair = self._counted(
             "DELETE FROM {refresh_tokens} WHERE app_key = %s AND account = %s"
         )
-        self.refresh_remove_app = r("DELETE FROM {refresh_tokens} WHERE app_key = %s")
-        self.refresh_purge = r(
+        self.refresh_remove_app = self._counted("DELETE FROM {refresh_tokens} WHERE app_key = %s")
+        self.refresh_purge = self._counted(
             """DELETE FROM {refresh_tokens} WHERE token_id IN (
                    SELECT token_id FROM {refresh_tokens} WHERE expires_at <= %s
                    LIMIT %s FOR UPDATE SKIP LOCKED)"""
@@ -726,6 +765,14 @@ class _Queries:
 
     def _render(self, template: LiteralString, **parts: sql.Composable) -> bytes:
         return sql.SQL(template).format(**self._names, **parts).as_bytes(self._conn)
+
+    def _counted(self, delete: LiteralString) -> bytes:
+        # The DELETE's row count as a row: a row comes back with a Flush, where a command's
+        # count would need a Sync, which would end the transaction (see _Unit).
+        return self._render(
+            "WITH gone AS ({delete} RETURNING 1) SELECT count(*) FROM gone",
+            delete=sql.SQL(delete).format(**self._names),
+        )
 
 
 def _columns(names: Sequence[str], alias: str | None = None) -> sql.Composable:
@@ -813,11 +860,38 @@ def _migrate(conn: Connection, schema: str | None, place: str) -> None:
 
 
 class _Unit:
-    """One transaction on one connection; the repositories share its app locks."""
+    """One transaction on one connection; the repositories share its app locks.
 
-    def __init__(self, storage: PostgresStorage, conn: Connection) -> None:
+    How a transaction travels (see `PostgresStorage.transaction` for why): with libpq's
+    pipeline mode (libpq 14 and later), the connection enters it at the first statement and
+    sends no BEGIN. Statements sent before a Sync message run as one implicit transaction,
+    which the Sync at the end commits, or rolls back if any statement failed (PostgreSQL's
+    protocol documentation, "Pipelining"). Writes are sent without waiting for their
+    answers; a read sends a Flush and waits for its rows (and for the answers before them).
+    So issuing a token costs two round trips: the read of the app, and the INSERT with the
+    Sync that commits it. Nothing may send a Sync before the end, as it would commit: so
+    DELETEs whose count is needed answer it as a row (`_Queries._counted`), which comes back
+    with a Flush. Without pipeline mode, BEGIN, every statement and COMMIT each wait for
+    their answer.
+
+    Statements go through two cursors: ``reader`` for those whose rows the caller needs,
+    ``writer`` for the rest. They must not share one: the answer to a write arrives late and
+    is attached to the cursor that sent it, where it would take the place of a read's rows.
+    """
+
+    def __init__(
+        self, storage: PostgresStorage, conn: Connection, cursors: _Cursors, *, pipelined: bool
+    ) -> None:
         self._storage = storage
         self._conn = conn
+        self._pipelined = pipelined
+        self._pipeline: psycopg.Pipeline | None = None
+        self._leave_pipeline = ExitStack()
+        self._reader, self._writer = cursors
+        self._begun = False  # a statement was sent
+        self._explicit = False  # BEGIN was sent (only without pipeline mode)
+        self._wrote = False  # a statement that may change rows was sent
+        self._in_pipeline = False  # in pipeline mode, not yet left by commit or roll_back
         self.q = storage._queries
         self.locked_apps: set[str] = set()
         self.apps = _Apps(self)
@@ -827,31 +901,122 @@ class _Unit:
         self.codes = _Codes(self)
         self.refresh_tokens = _RefreshTokens(self)
 
-    def execute(self, query: bytes, params: Sequence[Any] | Mapping[str, Any] = ()) -> Any:
+    def _begin(self) -> None:
+        # Only when the first statement comes: a transaction that sends nothing costs
+        # nothing.
+        self._begun = True
+        if self._pipelined:
+            self._pipeline = self._leave_pipeline.enter_context(self._conn.pipeline())
+            self._in_pipeline = True
+        else:
+            self._explicit = True
+            self._writer.execute(_BEGIN, prepare=False)
+
+    def execute(self, query: bytes, params: Sequence[Any] | Mapping[str, Any] = ()) -> None:
+        """Run a statement whose answer the caller does not need (in a pipeline: send it)."""
+        self._wrote = True
         try:
-            return self._conn.execute(query, params)
+            if not self._begun:
+                self._begin()
+            self._writer.execute(query, params)
         except (psycopg.Error, UnicodeError) as exc:
             raise self._storage._failure(exc) from exc
 
     def one(self, query: bytes, params: Sequence[Any] | Mapping[str, Any]) -> Row | None:
-        row: Row | None = self.execute(query, params).fetchone()
+        self._wrote = self._wrote or not query.startswith(_SELECT)
+        try:
+            if not self._begun:
+                self._begin()
+            row: Row | None = self._reader.execute(query, params).fetchone()
+        except (psycopg.Error, UnicodeError) as exc:
+            raise self._storage._failure(exc) from exc
         return row
 
-    def all(self, query: bytes, params: Sequence[Any] | Mapping[str, Any]) -> list[Row]:
-        rows: list[Row] = self.execute(query, params).fetchall()
+    def all(self, query: bytes, params: Sequence[Any] | Mapping[str, Any]) -> list[TupleRow]:
+        self._wrote = self._wrote or not query.startswith(_SELECT)
+        try:
+            if not self._begun:
+                self._begin()
+            rows = self._reader.execute(query, params).fetchall()
+        except (psycopg.Error, UnicodeError) as exc:
+            raise self._storage._failure(exc) from exc
         return rows
 
     def count(self, query: bytes, params: Sequence[Any]) -> int:
-        count: int = self.execute(query, params).rowcount
-        return count
+        """Run a statement that answers one row holding a count (see `_Queries._counted`)."""
+        row = self.one(query, params)
+        return int(row[0]) if row is not None else 0
 
     def lock_app(self, key: str) -> None:
         """Lock the app's row until the transaction ends, unless this transaction already has."""
         if key not in self.locked_apps and self.one(self.q.app_lock, (key,)) is not None:
             self.locked_apps.add(key)
 
+    def commit(self) -> None:
+        """Commit, and wait for every answer still due: any statement's error is raised here.
 
-def _page(rows: list[Row], query: ListQuery, item: Callable[[Row], T]) -> Page[T]:
+        Raises:
+            psycopg.Error: A statement or the commit failed. An implicit transaction is then
+                rolled back already; an explicit one is still open, failed (see `end`).
+        """
+        if not self._begun:
+            return
+        if self._explicit:
+            self._writer.execute(_COMMIT, prepare=False)
+        self._sync()  # commits an implicit transaction
+
+    def _sync(self) -> None:
+        # Leave pipeline mode: the Sync, then every answer still due (errors are raised).
+        self._in_pipeline = False
+        self._leave_pipeline.close()
+
+    def roll_back(self) -> None:
+        """Roll back, swallowing errors: the caller is already raising one of its own.
+
+        A transaction that only read is committed instead: that undoes nothing and releases
+        its locks all the same, and spares the connection's prepared statements, which
+        psycopg forgets (DEALLOCATE ALL) on every ROLLBACK.
+
+        Otherwise, an implicit transaction must not meet a Sync before it is rolled back (the
+        Sync would commit it): BEGIN makes it explicit, with what it did so far, and `end`
+        sends ROLLBACK once the pipeline is left. (ROLLBACK in the pipeline would make
+        psycopg forget its prepared statements only after the next one is prepared, which
+        is then lost.) If a statement has failed, the server skips BEGIN up to the Sync,
+        which rolls back.
+        """
+        if not self._begun:
+            return
+        if not self._wrote:
+            with suppress(psycopg.Error):
+                self.commit()
+            return
+        if not self._explicit:
+            # Should this fail, a statement has failed (the Sync then rolls back) or the
+            # connection is lost: either way the Sync commits nothing.
+            with suppress(psycopg.Error):
+                self._writer.execute(_BEGIN, prepare=False)
+        with suppress(psycopg.Error):
+            self._sync()
+
+    def end(self) -> None:
+        """Leave the connection idle, out of pipeline mode and out of any transaction.
+
+        An explicit transaction still open (left so by `roll_back`, or failed) is rolled
+        back here, by psycopg, which then forgets its prepared statements on both sides at
+        once. A broken connection is left alone; the pool discards it.
+        """
+        if self._in_pipeline:
+            # Interrupted (KeyboardInterrupt, say) before commit or roll_back left the
+            # pipeline: a Sync now could commit what the block wrote. Closing the connection
+            # rolls it back on the server; the pool opens another.
+            self._conn.close()
+            return
+        with suppress(psycopg.Error):
+            if self._conn.pgconn.transaction_status in _IN_TRANSACTION:
+                self._conn.rollback()
+
+
+def _page(rows: Sequence[Row], query: ListQuery, item: Callable[[Row], T]) -> Page[T]:
     # Every row carries the total; with an empty page there is one row of total and NULLs.
     total = int(rows[0][0]) if rows else 0
     items = tuple(item(row[1:]) for row in rows if row[1] is not None)
@@ -891,6 +1056,35 @@ class _Apps:
             return None
         self._unit.locked_apps.add(key)
         return _stored_secret(row)
+
+    def get_context(self, key: str, account: str | None) -> AppContext | None:
+        if not _storable(key):
+            return None
+        if account is not None and not _storable(account):
+            # No row can name such an account: it has no installation and no permission.
+            app = self.get(key)
+            if app is None:
+                return None
+            return AppContext(app, self._secrets[key], account, None, None)
+        row = self._unit.one(self._q.app_context, {"key": key, "account": account})
+        if row is None:
+            return None
+        self._unit.locked_apps.add(key)
+        app = _app(row)
+        at = _APP_WIDTH + _SECRET_WIDTH
+        secret = self._secrets[key] = _stored_secret(row[_APP_WIDTH:at])
+        acting_for = app.owner if account is None else account
+        installation = (
+            Installation(key, acting_for, row[at], _utc(row[at + 1]), row[at + 2])
+            if row[at] is not None
+            else None
+        )
+        permission = (
+            AppsPermission(acting_for, row[at + 3], _utc(row[at + 4]))
+            if row[at + 3] is not None
+            else None
+        )
+        return AppContext(app, secret, acting_for, installation, permission)
 
     def add(self, app: App, secret: StoredSecret) -> None:
         values = _app_values(app) | dict(zip(_SECRET_COLUMNS, _secret_values(secret), strict=True))
@@ -1248,11 +1442,21 @@ class PostgresStorage:
         self._schema: str | None = None
         self._local = threading.local()  # per thread: inside a transaction? (no nesting)
         self._closed = False
-        self._check_cursors: dict[Connection, psycopg.Cursor[TupleRow]] = {}
+        # Cursors kept per connection (see token_context); for checks, and for transactions.
+        self._check_cursors: dict[Connection, Cursor] = {}
+        self._unit_cursors: dict[Connection, _Cursors] = {}
         self._shared_apps: dict[tuple[Any, ...], App] = {}
+        # Pipeline mode needs libpq 14 or later; without it, each statement waits its turn.
+        self._pipelined = psycopg.Pipeline.is_supported()
         try:
             self._schema = _check_schema_name(schema)
-            pool.open()
+            try:
+                # Wait for the first connections: asked for while the pool is still filling,
+                # a connection makes the pool open one more, and checks would then take turns
+                # on two connections, each colder than one would be.
+                pool.open(wait=True, timeout=pool.timeout)
+            except psycopg.Error as exc:
+                raise self._failure(exc) from exc
             with self._connection() as conn:
                 try:
                     _migrate(conn, self._schema, self._place)
@@ -1342,6 +1546,12 @@ class PostgresStorage:
         """The appregistry error for a driver error; the caller chains ``exc``."""
         if isinstance(exc, UnicodeError):
             return StorageError("text that PostgreSQL cannot store (not valid Unicode)")
+        if isinstance(exc, psycopg.errors.PipelineAborted):
+            # Only seen after the failed statement's own error was raised (and caught).
+            return StorageError(
+                f"PostgreSQL at {self._place} failed: an earlier statement of this "
+                "transaction failed"
+            )
         state = getattr(exc, "sqlstate", None)
         diag = getattr(exc, "diag", None)
         # The primary message only: the detail can quote row values.
@@ -1386,6 +1596,15 @@ class PostgresStorage:
         caller's block, which a context manager cannot do; locks make the caller wait instead
         of fail. Token checks take no locks at all.
 
+        Round trips: with libpq 14 or later a transaction runs in pipeline mode, without
+        BEGIN or COMMIT statements (an implicit transaction, ended by the protocol's Sync):
+        reads wait for their rows, writes go out without waiting, and the end commits them in
+        one round trip. Issuing a token is two round trips, not four. The price: a failed
+        write (a key taken meanwhile) is reported by the next read or by the end of the block,
+        not by the call that sent it. Either way the whole transaction is rolled back and
+        `appregistry.errors.StorageError` raised, before the block's changes are visible to
+        anyone.
+
         Transactions do not nest: opening one inside another in the same thread raises
         `appregistry.errors.StorageError` (it would need a second connection and could wait
         on its own locks).
@@ -1395,11 +1614,20 @@ class PostgresStorage:
         self._local.inside = True
         try:
             with self._connection() as conn:
+                cursors = self._unit_cursors.get(conn) or self._new_unit_cursors(conn)
+                unit = _Unit(self, conn, cursors, pipelined=self._pipelined)
                 try:
-                    with conn.transaction():
-                        yield _Unit(self, conn)
-                except psycopg.Error as exc:  # commit or rollback failed
-                    raise self._failure(exc) from exc
+                    try:
+                        yield unit
+                    except BaseException:
+                        unit.roll_back()
+                        raise
+                    try:
+                        unit.commit()
+                    except psycopg.Error as exc:  # a statement's or the commit's own error
+                        raise self._failure(exc) from exc
+                finally:
+                    unit.end()
         finally:
             self._local.inside = False
 
@@ -1445,13 +1673,22 @@ class PostgresStorage:
         )
         return TokenContext(_token(row), app, installation, permission)
 
-    def _new_check_cursor(self, conn: Connection) -> psycopg.Cursor[TupleRow]:
+    def _new_check_cursor(self, conn: Connection) -> Cursor:
         cursors = self._check_cursors
         if len(cursors) >= self._pool.max_size:
             # Forget the cursors of connections the pool has closed (and replaced).
             self._check_cursors = cursors = {c: cur for c, cur in cursors.items() if not c.closed}
         cursor = cursors[conn] = conn.cursor()
         return cursor
+
+    def _new_unit_cursors(self, conn: Connection) -> _Cursors:
+        # Kept, as the check's cursor is: a cursor that runs the same statement again keeps
+        # what it looked up for its parameters and rows.
+        cursors = self._unit_cursors
+        if len(cursors) >= self._pool.max_size:
+            self._unit_cursors = cursors = {c: pair for c, pair in cursors.items() if not c.closed}
+        pair = cursors[conn] = (conn.cursor(), conn.cursor())
+        return pair
 
     def _shared_app(self, row: tuple[Any, ...]) -> App:
         """The app record of these column values, made once and shared by later checks.
@@ -1472,8 +1709,17 @@ class PostgresStorage:
         """Close the pool; the storage cannot be used afterwards. Closing twice is harmless."""
         self._closed = True
         self._check_cursors = {}
+        self._unit_cursors = {}
         self._pool.close()
 
+
+# Transactions are begun and ended by these statements, never prepared (see _Unit).
+_BEGIN: Final = b"BEGIN"
+_SELECT: Final = b"SELECT"  # a statement that starts so changes no rows (see _Unit.roll_back)
+_COMMIT: Final = b"COMMIT"
+_IN_TRANSACTION: Final = frozenset(
+    {psycopg.pq.TransactionStatus.INTRANS, psycopg.pq.TransactionStatus.INERROR}
+)
 
 # SQLSTATEs that mean "the server cannot serve us now", not "the request was wrong":
 # connection exceptions (08), insufficient resources (53), system errors (58), and the

@@ -74,6 +74,7 @@ from .._policy import Reason
 from .._records import (
     AccessToken,
     App,
+    AppContext,
     AppListing,
     AppsPermission,
     AuthorizationCode,
@@ -411,6 +412,58 @@ class AppRepositoryContract(StorageFixtures):
         with storage.transaction() as tx:
             tx.apps.add(app, secret)
             assert secret == tx.apps.get_secret(app.key)
+
+    def test_context_of_a_missing_app_is_none(self, storage: Storage) -> None:
+        """``get_context`` of an unknown key is ``None``, with or without an account."""
+        with storage.transaction() as tx:
+            tx.permissions.put(AppsPermission("beta", "admin", T0))
+        with storage.transaction() as tx:
+            assert tx.apps.get_context(new_key(), "beta") is None
+            assert tx.apps.get_context(new_key(), None) is None
+
+    def test_context_reads_the_accounts_installation_and_permission(self, storage: Storage) -> None:
+        """The app, its secret, and the named account's records: no other account's."""
+        app = make_app(owner="acme", trusted=True)
+        secret = StoredSecret(new_digest(), b"cipher")
+        suspended = Installation(app.key, "beta", "admin", T0, suspended=True)
+        permission = AppsPermission("beta", "root", T0 + timedelta(microseconds=7))
+        with storage.transaction() as tx:
+            tx.apps.add(app, secret)
+            tx.installations.put(suspended)
+            tx.permissions.put(permission)
+            tx.installations.put(Installation(app.key, "acme", "admin", T0))
+            tx.permissions.put(AppsPermission("acme", "admin", T0))
+            other = make_app(owner="beta")
+            tx.apps.add(other, _secret())
+            tx.installations.put(Installation(other.key, "beta", "admin", T0))
+        with storage.transaction() as tx:
+            found = tx.apps.get_context(app.key, "beta")
+        assert AppContext(app, secret, "beta", suspended, permission) == found
+
+    def test_context_without_an_account_is_the_owners(self, storage: Storage) -> None:
+        """With ``account=None`` the context is the owner's: client credentials act for it."""
+        app = make_app(owner="acme", trusted=True)
+        installation = Installation(app.key, "acme", "admin", T0)
+        permission = AppsPermission("acme", "admin", T0)
+        secret = _secret()
+        with storage.transaction() as tx:
+            tx.apps.add(app, secret)
+            tx.installations.put(installation)
+            tx.permissions.put(permission)
+            tx.permissions.put(AppsPermission("beta", "admin", T0))
+        with storage.transaction() as tx:
+            assert AppContext(app, secret, "acme", installation, permission) == (
+                tx.apps.get_context(app.key, None)
+            )
+
+    def test_context_of_an_account_with_nothing_has_no_records(self, storage: Storage) -> None:
+        """An account without installation or permission gets ``None`` for both."""
+        app = _add_app(storage)
+        with storage.transaction() as tx:
+            found = tx.apps.get_context(app.key, "nobody")
+            secret = tx.apps.get_secret(app.key)
+        assert secret is not None
+        assert AppContext(app, secret, "nobody", None, None) == found
 
     def test_adding_a_taken_key_raises(self, storage: Storage) -> None:
         """A second app with the same key raises `StorageError`; the first is kept."""
@@ -1320,6 +1373,30 @@ class TransactionContract(StorageFixtures):
             _change_everything(tx, world)
         after = _snapshot(storage, world)
         assert [False] * len(before) == [b == a for b, a in zip(before, after, strict=True)]
+
+    def test_an_exception_undoes_a_purge(self, storage: Storage, world: _World) -> None:
+        """Tokens purged in a block that raises are all back, and a later purge finds them."""
+        family = make_token(world.app.key, expires_at=T0 + HOUR, family_id="family")
+        expired = [
+            make_token(world.app.key, expires_at=T0 + HOUR + timedelta(microseconds=micros))
+            for micros in (0, 1, 999_999, 1_000_000)
+        ]
+        digests = [_add_token(storage, token) for token in (family, *expired)]
+
+        def read() -> tuple[object, ...]:
+            with storage.transaction() as tx:
+                listed = tx.tokens.list(world.app.key, "acme", EVERYTHING, now=T0)
+            return (listed, *(storage.token_context(digest) for digest in digests))
+
+        before = read()
+        later = T0 + 2 * HOUR
+        with pytest.raises(_Boom):
+            _raise_inside(storage, lambda tx: tx.tokens.purge_expired(now=later, limit=10), _Boom())
+        assert before == read()
+        with storage.transaction() as tx:  # the indexes came back too
+            assert 1 == tx.tokens.remove_family("family")
+            # The expired ones, and the world's token, which has expired by then as well.
+            assert len(expired) + 1 == tx.tokens.purge_expired(now=later, limit=10)
 
     def test_a_base_exception_also_rolls_back(self, storage: Storage, world: _World) -> None:
         """An interrupt (a `BaseException`) inside the block rolls back too."""
