@@ -79,7 +79,11 @@ MAX_TOKEN_IDS_PER_REMOVAL: Final = 1000
 #: Presented tokens longer than this are unknown without being digested.
 _MAX_PRESENTED_TOKEN: Final = 512
 _KEY_ATTEMPTS: Final = 5
-_DEFAULT_PURGE_BATCH: Final = 1000
+# Tokens per purge transaction. Each deleted token dirties pages that no other in its batch
+# shares, so the commits, not the rows, set a purge's pace: 10 000 a batch runs at half the
+# speed of one DELETE of everything or better, on every backend (docs/performance.md), and
+# holds SQLite's write lock for about half a second at a time.
+_DEFAULT_PURGE_BATCH: Final = 10_000
 #: Larger purge batches are cut to this: a batch must stay short, and its LIMIT must fit SQL.
 _MAX_PURGE_BATCH: Final = 100_000
 #: How long after a secret rotation the previous secret may keep authenticating, at most.

@@ -299,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declarativ
     )
     p.add_argument("token", metavar="TOKEN", help="the access token ('-' reads stdin)")
     p = leaf(tokens, "purge", "Delete expired tokens.", "appregistry tokens purge")
-    p.add_argument("--batch-size", type=_positive, default=1000, metavar="N")
+    p.add_argument("--batch-size", type=_positive, default=10_000, metavar="N")
 
     # demo ---------------------------------------------------------------------------------
     leaf(
