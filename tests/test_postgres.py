@@ -95,7 +95,19 @@ def _setup(registry: Registry, *, account: str = "org-1") -> tuple[str, str]:
     return new.app.key, new.secret
 
 
-class TestPostgresContract(StorageContract):
+class _ReadsTablesAtRest:
+    """The contract's ``storage_contents``: every table's bytes, read by an admin session."""
+
+    @pytest.fixture
+    def storage_contents(self, admin: psycopg.Connection[Any]) -> StorageContents:
+        def contents(storage: Storage) -> bytes:
+            assert isinstance(storage, PostgresStorage)
+            return _table_bytes(admin, storage.schema)
+
+        return contents
+
+
+class TestPostgresContract(_ReadsTablesAtRest, StorageContract):
     """PostgreSQL honours the whole storage contract, across instances and at rest."""
 
     @pytest.fixture
@@ -109,14 +121,6 @@ class TestPostgresContract(StorageContract):
             return cast(Storage, postgres_storage_factory(schema=storage.schema))
 
         return reopen
-
-    @pytest.fixture
-    def storage_contents(self, admin: psycopg.Connection[Any]) -> StorageContents:
-        def contents(storage: Storage) -> bytes:
-            assert isinstance(storage, PostgresStorage)
-            return _table_bytes(admin, storage.schema)
-
-        return contents
 
     @pytest.fixture
     def race_rounds(self) -> int:
@@ -505,7 +509,7 @@ class TestTransactions:
             storage.close()
 
 
-class TestPostgresContractWithoutPipelineMode(StorageContract):
+class TestPostgresContractWithoutPipelineMode(_ReadsTablesAtRest, StorageContract):
     """The whole contract again, as with a libpq older than 14: no pipeline mode.
 
     Each statement then waits for its answer, inside BEGIN and COMMIT; the storage must keep
@@ -530,14 +534,6 @@ class TestPostgresContractWithoutPipelineMode(StorageContract):
             return cast(Storage, other)
 
         return reopen
-
-    @pytest.fixture
-    def storage_contents(self, admin: psycopg.Connection[Any]) -> StorageContents:
-        def contents(storage: Storage) -> bytes:
-            assert isinstance(storage, PostgresStorage)
-            return _table_bytes(admin, storage.schema)
-
-        return contents
 
 
 class _Recording(psycopg.Cursor[Any]):
