@@ -1,0 +1,60 @@
+"""The Registry: every operation on apps, installations and tokens, one transaction each.
+
+`Registry` is composed of one part per area of the domain, each in its own module:
+`_apps`, `_accounts`, `_tokens` and `_grants` (OAuth 2.0), on the plumbing in `_base`.
+"""
+
+from __future__ import annotations
+
+from ._accounts import _Accounts
+from ._apps import _Apps
+from ._base import _DEFAULT_PURGE_BATCH as _DEFAULT_PURGE_BATCH
+from ._base import _MAX_PRESENTED_TOKEN as _MAX_PRESENTED_TOKEN
+from ._base import _MAX_PURGE_BATCH as _MAX_PURGE_BATCH
+from ._base import DEFAULT_MAX_APPS_PER_OWNER as DEFAULT_MAX_APPS_PER_OWNER
+from ._base import DEFAULT_TOKEN_LIFETIME as DEFAULT_TOKEN_LIFETIME
+from ._base import MAX_SECRET_GRACE as MAX_SECRET_GRACE
+from ._base import MAX_TOKEN_IDS_PER_REMOVAL as MAX_TOKEN_IDS_PER_REMOVAL
+from ._base import UNSET, Clock, Listener, TokenCheck
+from ._base import _FailureCounter as _FailureCounter
+from ._base import system_clock as system_clock
+from ._grants import _Grants
+from ._tokens import _Tokens
+
+__all__ = ["UNSET", "Clock", "Listener", "Registry", "TokenCheck"]
+
+
+class Registry(_Apps, _Accounts, _Tokens, _Grants):
+    """The one composition root: apps, installations, access tokens and their policy.
+
+    Args:
+        storage: A `appregistry.ports.Storage`, such as
+            `appregistry.storage.memory.MemoryStorage`.
+        clock: Returns the current time (aware). Read once per operation.
+        policy: The rules; `Policy()` holds the built-in ones, hosts add theirs.
+        token_lifetime: How long an access token lives (R18).
+        code_lifetime: How long an authorization code lives (ten minutes).
+        refresh_token_lifetime: How long a refresh token lives (30 days); a rotation issues
+            a new one that lives as long again.
+        max_apps_per_owner: How many apps one owner may register (R9).
+        pepper: A server-side key for token and secret digests, kept outside the database;
+            or a sequence of them, newest first, to rotate it: the newest digests everything
+            new, and tokens, codes, refresh tokens and secrets digested under an older one
+            keep working (until they expire) while it stays in the sequence. ``None`` in the
+            sequence stands for the built-in default: a registry that ran without a pepper
+            moves to one with ``pepper=[new, None]``.
+        secret_encryption_key: A Fernet key. With it, secrets are stored encrypted and
+            `reveal_secret` works (R7); without it, a secret is shown only once. A sequence
+            of keys, newest first, rotates it (`cryptography.fernet.MultiFernet`): the newest
+            encrypts, every one decrypts; `reencrypt_secrets` moves everything to the newest.
+        failure_window: The window over which failed client authentications of one key are
+            counted in `EventKind.AUTHENTICATION_FAILED` events (15 minutes).
+        listeners: Called with every `Event` after its transaction commits (R27).
+
+    >>> from appregistry.storage.memory import MemoryStorage
+    >>> registry = Registry(storage=MemoryStorage())
+    >>> registry.permit_account("acme", by="admin").account
+    'acme'
+    """
+
+    __slots__ = ()
