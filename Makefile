@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 LINTED := $(wildcard src tests benchmarks docs fuzz)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test lint typecheck pytest demo docs bench fuzz clean
+.PHONY: help venv test lint typecheck pytest browser chromium screenshots serve demo docs bench fuzz clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -18,7 +18,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,oauth2,docs]'
+	$(BIN)/python -m pip install --quiet -e '.[test,oauth2,docs,web,browser]'
 	touch $(STAMP)
 
 venv: $(STAMP)  ## create .venv and install the project with its test extras
@@ -30,10 +30,33 @@ lint: $(STAMP)  ## ruff: lint and formatting
 typecheck: $(STAMP)  ## mypy --strict over src/
 	$(BIN)/mypy
 
-pytest: $(STAMP)  ## the test suite, docs and docstring examples included
+# The Node.js OAuth 2.0 clients the interop tests drive (openid-client, simple-oauth2), as
+# the lock file pins them. Without npm the tests say why they skip (under CI=true they fail).
+INTEROP := tests/interop
+$(INTEROP)/node_modules: $(INTEROP)/package-lock.json
+	if command -v npm >/dev/null; then npm ci --prefix $(INTEROP) --no-audit --no-fund; \
+	else echo "npm is missing: the Node.js interop tests cannot run" >&2; fi
+
+pytest: $(STAMP) $(INTEROP)/node_modules  ## the test suite, docs and docstring examples included
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test: lint typecheck pytest  ## everything CI runs
+# Playwright drives Debian's Chromium: no browser can be downloaded here, so install the
+# distribution's when it is missing (CI runs as root).
+chromium:  ## install Debian's chromium if it is missing
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+
+# The browser suite runs apart from the rest: Playwright's sync API wants its own process.
+browser: $(STAMP) chromium  ## the browser tests (tests/browser), clicking through the seeds' story
+	$(BIN)/pytest -p no:cacheprovider tests/browser $(BROWSER_ARGS)
+
+screenshots: $(STAMP) chromium  ## a PNG of every page, in build/screenshots/
+	PYTHONPATH=tests $(BIN)/python -m browser.screenshots build/screenshots
+
+serve: $(STAMP)  ## the pages and OAuth 2.0 endpoints on a scratch database, with the dev sign-in
+	mkdir -p build
+	$(BIN)/python -m appregistry --database sqlite:///build/serve.sqlite3 serve --dev-sign-in
+
+test: lint typecheck pytest browser  ## everything CI runs
 
 demo: $(STAMP)  ## the main job: walk through the seeds' story
 	$(BIN)/python -m appregistry demo

@@ -28,17 +28,28 @@ from typing import Any, ClassVar
 
 from appregistry import (
     AccessToken,
+    App,
     AppsPermission,
     Grant,
     ImportedCredentials,
     Installation,
     Registry,
+    StoredSecret,
     search_text,
 )
 from appregistry.storage.memory import MemoryStorage
 from appregistry.storage.sqlite import _TOKEN_CONTEXT_SQL, SQLiteStorage
 
-from ._world import PEPPER, TOKEN_LIFETIME, USER_AGENT, TokenDigest, Tokens, World
+from ._world import (
+    LIST_ACCOUNT,
+    LIST_OWNER,
+    PEPPER,
+    TOKEN_LIFETIME,
+    USER_AGENT,
+    TokenDigest,
+    Tokens,
+    World,
+)
 
 #: What a raw issue is given: an app key and the account the token acts for.
 Pair = tuple[str, str]
@@ -74,6 +85,32 @@ class Backend(ABC):
     @abstractmethod
     def load_accounts(self, world: World) -> None:
         """Bulk-load every account's permission and the installations."""
+
+    def load_list_apps(self, world: World) -> None:
+        """Load the app-list rows' apps, each installed on `LIST_ACCOUNT`.
+
+        Through the storage port, in one transaction: the rows the library writes, without
+        a registration's checks and key generation per app (nothing measured authenticates
+        these apps, so their stored secret is a stand-in).
+        """
+        storage: Any = self.registry._storage  # private, on purpose: a bulk load
+        secret = StoredSecret(bytes(32))
+        now = world.now
+        with storage.transaction() as tx:
+            tx.permissions.put(AppsPermission(LIST_ACCOUNT, "admin", now))
+            for n, key in enumerate(world.list_apps):
+                app = App(
+                    key,
+                    LIST_OWNER,
+                    f"Listed app {n:06d}",
+                    f"https://listed{n}.example/",
+                    f"admin@listed{n}.example",
+                    f"https://listed{n}.example/callback",
+                    now,
+                    description="one of many",
+                )
+                tx.apps.add(app, secret)
+                tx.installations.put(Installation(key, LIST_ACCOUNT, "admin", now))
 
     @abstractmethod
     def load_tokens(self, tokens: Tokens) -> None:
@@ -451,6 +488,11 @@ class PostgresBackend(Backend):
             ((key, account, "admin", world.now, False) for key, account in world.installations),
         )
         self._vacuum("permissions")
+        self._vacuum("installations")
+
+    def load_list_apps(self, world: World) -> None:
+        super().load_list_apps(world)
+        self._vacuum("apps")
         self._vacuum("installations")
 
     def load_tokens(self, tokens: Tokens) -> None:

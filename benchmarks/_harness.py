@@ -31,6 +31,7 @@ class Sizes:
     small_tokens: int  # live tokens for the base rows
     large_tokens: int  # live tokens for the scale rows
     list_tokens: int  # of them, on one app and account, for the list rows
+    list_apps: int  # apps of one owner, each installed on one account, for the list rows
     per_page: int
     purge_tokens: int  # expired tokens for the purge rows
     samples: int  # distinct tokens a check row cycles through
@@ -45,6 +46,11 @@ class Sizes:
         """The last full page of the list pair: page 1000 of 100 at full size."""
         return self.list_tokens // self.per_page
 
+    @property
+    def list_apps_page(self) -> int:
+        """The last full page of the listed apps: page 1000 of 100 at full size."""
+        return self.list_apps // self.per_page
+
 
 FULL = Sizes(
     apps=1_000,
@@ -53,6 +59,7 @@ FULL = Sizes(
     small_tokens=10_000,
     large_tokens=1_000_000,
     list_tokens=100_000,
+    list_apps=100_000,
     per_page=100,
     purge_tokens=1_000_000,
     samples=50_000,
@@ -72,6 +79,7 @@ QUICK = Sizes(
     small_tokens=200,
     large_tokens=1_500,
     list_tokens=300,
+    list_apps=300,
     per_page=100,
     purge_tokens=2_500,
     samples=100,

@@ -1,8 +1,11 @@
 """The rows of one backend, in the order their data sets build on each other.
 
-1. 10,000 live tokens: ``check_valid``, ``check_unknown``, then ``issue``.
+1. 10,000 live tokens: ``check_valid``, ``check_unknown`` (and ``check_asgi`` on memory,
+   see ``_asgi.py``), then ``issue``.
 2. Grown to 1,000,000 live tokens (100,000 of them on one app and account):
-   ``check_valid_..._1m`` (ours at a million over ours at 10,000), ``list_page``.
+   ``check_valid_..._1m`` (ours at a million over ours at 10,000), ``list_page``; then
+   100,000 apps of one owner, each installed on one account: ``list_apps_page``,
+   ``list_installations_page``.
 3. One million expired tokens added: ``purge`` (the library's batches), reloaded, then the
    raw DELETE.
 """
@@ -15,9 +18,12 @@ import tracemalloc
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from appregistry import Page
+
+from ._asgi import asgi_row
 from ._backends import Backend, MemoryBackend, Pair
 from ._harness import Row, Sizes, no_gc, once, rates
-from ._world import USER_AGENT, Tokens, World
+from ._world import LIST_ACCOUNT, USER_AGENT, Tokens, World
 
 #: The issue's targets for each kind of row, per backend where they differ.
 CHECK_TARGETS = {"memory": 0.5, "sqlite": 0.6, "postgres": 0.8}
@@ -65,6 +71,8 @@ def run_backend(bench: Backend, world: World, sizes: Sizes) -> tuple[list[Row], 
         bench.load_accounts(world)
     _load(bench, world.small)
     rows = _check_rows(bench, world, sizes)
+    if bench.name == "memory":
+        rows.append(asgi_row(bench, world.samples(world.small), sizes))
     rows.append(_issue_row(bench, world, sizes))
     _log(f"{bench.name}: checks and issues done; loading {len(world.large.rows):,} more tokens")
     before = bench.storage_bytes()
@@ -75,6 +83,10 @@ def run_backend(bench: Backend, world: World, sizes: Sizes) -> tuple[list[Row], 
         stats[f"{bench.name}_bytes_per_token"] = (after - before) / len(world.large.rows)
     rows.append(_scale_row(bench, world, sizes, small_rate=rows[0].ours_per_s))
     rows.append(_list_row(bench, world, sizes))
+    _log(f"{bench.name}: loading {len(world.list_apps):,} apps for the app lists")
+    with no_gc():
+        bench.load_list_apps(world)
+    rows += _app_list_rows(bench, sizes)
     _log(f"{bench.name}: scale rows done; loading {len(world.expired.rows):,} expired tokens")
     rows.append(_purge_row(bench, world, sizes))
     _log(f"{bench.name}: purge done")
@@ -100,7 +112,9 @@ def _issue_row(bench: Backend, world: World, sizes: Sizes) -> Row:
     secret_of = {app.key: app.secret for app in world.apps}
 
     def issue(pair: Pair) -> None:
-        registry.issue_token(pair[0], secret_of[pair[0]], account=pair[1], user_agent=USER_AGENT)
+        registry.issue_token(
+            pair[0], secret_of[pair[0]], account=pair[1], approved_by="alice", user_agent=USER_AGENT
+        )
 
     found = rates(
         {"ours": _each(issue), "raw": bench.raw_batch(bench.raw_issue)},
@@ -164,6 +178,64 @@ def _list_row(bench: Backend, world: World, sizes: Sizes) -> Row:
     )
 
 
+def _app_list_rows(bench: Backend, sizes: Sizes) -> list[Row]:
+    """``list_apps_page`` and ``list_installations_page``: the last page, by its cursor.
+
+    The last full page of 100 (page 1000 at full size), read after the cursor of the page
+    before it, as a "Next" link reads it, against page 1. The middle page by its number
+    alone, counted out from the nearer end of the list, is measured too (``middle_ratio``):
+    what a page costs without a cursor.
+    """
+    registry = bench.registry
+    per_page = sizes.per_page
+    lists: dict[str, Callable[..., Page[Any]]] = {
+        "list_apps_page": lambda **kw: registry.list_apps(per_page=per_page, **kw),
+        "list_installations_page": lambda **kw: registry.list_installations(
+            LIST_ACCOUNT, per_page=per_page, **kw
+        ),
+    }
+    rows = []
+    for name, read in lists.items():
+        last = read().total // per_page
+        cursor = read(page=last - 1).after  # by its number, from the nearer end
+        shown = read(page=last, after=cursor)
+        if cursor is None or len(shown.items) != per_page or shown != read(page=last):
+            raise AssertionError(f"{bench.name}: {name}: page {last} by its cursor is wrong")
+        middle = max(1, last // 2)
+
+        def reading(read: Callable[..., Page[Any]], **kw: Any) -> Callable[[Sequence[Any]], None]:
+            def run(batch: Sequence[Any]) -> None:
+                for _ in batch:
+                    read(**kw)
+
+            return run
+
+        found = rates(
+            {
+                "last": reading(read, page=last, after=cursor),
+                "first": reading(read, page=1),
+                "middle": reading(read, page=middle),
+            },
+            [None],
+            sizes=sizes,
+        )
+        rows.append(
+            Row(
+                f"{name}_{bench.name}",
+                found["last"],
+                found["first"],
+                LIST_TARGET,
+                note=f"page {last} of {per_page} by its cursor against page 1",
+                extra={
+                    "middle_page": middle,
+                    "middle_per_s": found["middle"],
+                    "middle_ratio": found["middle"] / found["first"],
+                },
+            )
+        )
+    return rows
+
+
 def _purge_row(bench: Backend, world: World, sizes: Sizes) -> Row:
     """``purge``: the library's batches over the expired tokens, against one raw DELETE."""
     expected = len(world.expired.rows)
@@ -216,6 +288,7 @@ def memory_bytes_per_token(world: World, sizes: Sizes) -> float:
                     key,
                     secret_of[key],
                     account="".join([account[:1], account[1:]]),
+                    approved_by="alice",
                     user_agent="".join([USER_AGENT[:1], USER_AGENT[1:]]),
                 )
             gc.collect()

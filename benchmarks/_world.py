@@ -27,6 +27,9 @@ PEPPER = b"benchmark pepper: not a production key"
 _TOKEN_LABEL = b"appregistry/token/v1\x00"
 USER_AGENT = "libwww-perl 5.833"
 TOKEN_LIFETIME = timedelta(hours=1)
+#: The owner of the apps the app-list rows page through, and the account they are installed on.
+LIST_OWNER = "lister"
+LIST_ACCOUNT = "browser"
 
 
 class TokenDigest:
@@ -105,6 +108,7 @@ class World:
     expired: Tokens
     unknown: list[str]  # tokens that were never issued
     list_pair: tuple[str, str]
+    list_apps: list[str]  # keys of LIST_OWNER's apps, each installed on LIST_ACCOUNT
 
     @classmethod
     def make(cls, sizes: Sizes, *, seed: int = 6) -> World:
@@ -133,6 +137,7 @@ class World:
             expired=Tokens([], []),
             unknown=_random_text(sizes.samples, 44),
             list_pair=installations[0],
+            list_apps=_credential(sizes.list_apps),
         )
         digest = TokenDigest()
         world.small = world._tokens(rng, digest, sizes.small_tokens, live=True)

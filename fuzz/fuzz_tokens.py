@@ -47,7 +47,13 @@ def _issue(fdp: atheris.FuzzedDataProvider) -> None:
     account = hostile_value(fdp, None, "org-1", "sp-admin") if fdp.ConsumeBool() else None
     user_agent = hostile_value(fdp, None, "libwww-perl 5.833")
     try:
-        issued = REGISTRY.issue_token(key, secret, account=account, user_agent=user_agent)
+        issued = REGISTRY.issue_token(
+            key,
+            secret,
+            account=account,
+            approved_by=None if account is None else "alice",
+            user_agent=user_agent,
+        )
     except (Denied, ValidationError) as exc:
         error: Exception = exc
     else:

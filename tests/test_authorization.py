@@ -48,6 +48,7 @@ REDIRECT = APP_FIELDS["redirect_url"]
 VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
 CHALLENGE = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
 GENERIC = "invalid, expired or used grant"
+USED = "the code was used before; the tokens it gave are revoked"
 UNRESERVED = string.ascii_letters + string.digits + "-._~"
 
 
@@ -270,16 +271,21 @@ class TestAuthorize:
 
 
 class TestCodesWorkOnce:
-    """A code is exchanged once; it is taken first, so a failed exchange spends it too."""
+    """A code is exchanged once; it is used up first, so a failed exchange spends it too.
 
-    def test_a_second_exchange_is_refused(self, registry: Registry, app: RegisteredApp) -> None:
+    A second exchange is a replay: it is refused, and the tokens the first one issued are
+    revoked (RFC 6749 sections 4.1.2, 10.5).
+    """
+
+    def test_a_second_exchange_is_refused_and_revokes_the_first(
+        self, registry: Registry, app: RegisteredApp
+    ) -> None:
         code = authorize(registry, app).code
         issued = exchange(registry, app, code)
 
-        assert "the code is unknown, used or purged" == refused(
-            lambda: exchange(registry, app, code)
-        )
-        assert Reason.ALLOWED == reason(registry, issued.token)
+        assert USED == refused(lambda: exchange(registry, app, code))
+        assert Reason.TOKEN_UNKNOWN == reason(registry, issued.token)
+        refused(lambda: registry.refresh(app.app.key, refresh_of(issued)))
 
     @pytest.mark.parametrize(
         "misuse",
@@ -297,9 +303,7 @@ class TestCodesWorkOnce:
 
         refused(lambda: exchange(registry, app, code, **misuse))
 
-        assert "the code is unknown, used or purged" == refused(
-            lambda: exchange(registry, app, code)
-        )
+        assert USED == refused(lambda: exchange(registry, app, code))
 
     @pytest.mark.parametrize("code", [None, 42, "", "x" * 10_000, "\udcff"])
     def test_malformed_or_unknown_codes_are_refused(
@@ -832,7 +836,8 @@ class TestCascades:
         CASCADES[cascade](registry, app.app.key)
 
         kind, details = CASCADE_EVENTS[cascade]
-        assert [{**details, "codes_removed": 2, "refresh_tokens_removed": 1}] == [
+        # Two pending codes and the used one, kept until it expires.
+        assert [{**details, "codes_removed": 3, "refresh_tokens_removed": 1}] == [
             dict(e.details) for e in recorder.events if e.kind is kind
         ]
 
@@ -913,11 +918,12 @@ class TestPurge:
         live = grant(registry, app)
         recorder.clear()
 
-        # Expired: 3 + 2 codes were made, 2 exchanged; 2 access and 2 refresh tokens.
-        assert 7 == registry.purge_expired_tokens(batch_size=2)
+        # Expired: 3 + 2 codes (2 of them used); 2 access and 2 refresh tokens.
+        assert 9 == registry.purge_expired_tokens(batch_size=2)
 
         assert [
             {"count": 2, "codes": 2, "refresh_tokens": 2},
+            {"count": 0, "codes": 2},
             {"count": 0, "codes": 1},
         ] == [dict(e.details) for e in recorder.events]
         assert {live.record.family_id} == {t.family_id for t in storage._data.refresh.values()}

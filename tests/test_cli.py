@@ -105,16 +105,36 @@ class TestApps:
 
     def test_regenerate_secret_voids_old_secret_and_tokens(self, cli: RunCLI) -> None:
         key, secret = _setup_installed(cli)
-        token = _issue(cli, key, secret, "--account", "org-1")["token"]
+        token = _issue(cli, key, secret, "--account", "org-1", "--approved-by", "alice")["token"]
         new = _json(cli("--json", "apps", "regenerate-secret", key))
         assert new["secret"] != secret
         assert 1 == cli("tokens", "check", token).returncode
-        stale = cli("tokens", "issue", "--key", key, "--secret", secret, "--account", "org-1")
+        stale = cli(
+            "tokens",
+            "issue",
+            "--key",
+            key,
+            "--secret",
+            secret,
+            "--account",
+            "org-1",
+            "--approved-by",
+            "alice",
+        )
         assert 1 == stale.returncode
         assert (
             0
             == cli(
-                "tokens", "issue", "--key", key, "--secret", new["secret"], "--account", "org-1"
+                "tokens",
+                "issue",
+                "--key",
+                key,
+                "--secret",
+                new["secret"],
+                "--account",
+                "org-1",
+                "--approved-by",
+                "alice",
             ).returncode
         )
 
@@ -130,7 +150,17 @@ class TestAccountsAndInstalls:
 
     def test_installs_list_suspend_resume_remove(self, cli: RunCLI) -> None:
         key, secret = _setup_installed(cli)
-        token = _issue(cli, key, secret, "--account", "org-1", "--user-agent", "curl/8")["token"]
+        token = _issue(
+            cli,
+            key,
+            secret,
+            "--account",
+            "org-1",
+            "--approved-by",
+            "alice",
+            "--user-agent",
+            "curl/8",
+        )["token"]
         listing = cli("installs", "list", "org-1")
         assert "1 token(s)" in listing.stdout
         assert "alice" in listing.stdout
@@ -143,7 +173,7 @@ class TestAccountsAndInstalls:
 
     def test_forbid_stops_tokens_and_permit_revives(self, cli: RunCLI) -> None:
         key, secret = _setup_installed(cli)
-        token = _issue(cli, key, secret, "--account", "org-1")["token"]
+        token = _issue(cli, key, secret, "--account", "org-1", "--approved-by", "alice")["token"]
         assert 0 == cli("accounts", "forbid", "org-1").returncode
         assert "apps_not_permitted" == _json(cli("--json", "tokens", "check", token))["reason"]
         assert 0 == cli("accounts", "permit", "org-1", "--by", "sp-admin").returncode
@@ -155,7 +185,7 @@ class TestTokens:
 
     def test_issue_json_fields(self, cli: RunCLI) -> None:
         key, secret = _setup_installed(cli)
-        data = _issue(cli, key, secret, "--account", "org-1")
+        data = _issue(cli, key, secret, "--account", "org-1", "--approved-by", "alice")
         assert {"token", "token_id", "expires_at", "expires_in", "key", "account"} <= set(data)
         assert 3600 == data["expires_in"]
 
@@ -177,7 +207,7 @@ class TestTokens:
 
     def test_check_exit_codes(self, cli: RunCLI) -> None:
         key, secret = _setup_installed(cli)
-        token = _issue(cli, key, secret, "--account", "org-1")["token"]
+        token = _issue(cli, key, secret, "--account", "org-1", "--approved-by", "alice")["token"]
         assert 0 == cli("tokens", "check", token).returncode
         cli("apps", "disable", key)
         denied = cli("tokens", "check", token)
@@ -187,8 +217,28 @@ class TestTokens:
 
     def test_list_search_and_remove(self, cli: RunCLI) -> None:
         key, secret = _setup_installed(cli)
-        perl = _issue(cli, key, secret, "--account", "org-1", "--user-agent", "libwww-perl 5.833")
-        _issue(cli, key, secret, "--account", "org-1", "--user-agent", "curl/8")
+        perl = _issue(
+            cli,
+            key,
+            secret,
+            "--account",
+            "org-1",
+            "--approved-by",
+            "alice",
+            "--user-agent",
+            "libwww-perl 5.833",
+        )
+        _issue(
+            cli,
+            key,
+            secret,
+            "--account",
+            "org-1",
+            "--approved-by",
+            "alice",
+            "--user-agent",
+            "curl/8",
+        )
         listing = cli("tokens", "list", key, "org-1")
         assert "2 token(s)" in listing.stdout
         assert "libwww-perl 5.833" in listing.stdout
@@ -287,7 +337,7 @@ class TestHelpAndDemo:
         result = run_cli("demo", cwd=tmp_path, timeout=120)
         assert 0 == result.returncode, result.stdout + result.stderr
         out = result.stdout
-        for reason in ("app_disabled", "token_unknown", "bad_credentials", "app_unknown"):
+        for reason in ("app_disabled", "token_unknown", "bad_credentials"):
             assert f"denied: {reason}" in out
         assert "Every step behaved as the rules say." in out
         assert "http://bücher.example/MyApp" in out

@@ -60,7 +60,16 @@ EXPECTED = [
 ]
 
 #: Submodules that are public API in their own right; the package binds them as attributes.
-PUBLIC_SUBMODULES = {"cli", "errors", "oauth2", "ports", "storage", "testing"}
+PUBLIC_SUBMODULES = {
+    "cli",
+    "errors",
+    "integrations",
+    "oauth2",
+    "ports",
+    "storage",
+    "testing",
+    "web",
+}
 
 
 class TestExportedMembers:

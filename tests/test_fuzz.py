@@ -232,8 +232,10 @@ class World:
             )
             r.install_app(key, "org-1", by="alice")
         self._issue(KEYS[0], SECRETS[0], user_agent="libwww-perl 5.833")
-        self._issue(KEYS[1], SECRETS[1], account="org-1", user_agent="curl/8.4")
-        self._issue(KEYS[2], SECRETS[2], account="org-1")
+        self._issue(
+            KEYS[1], SECRETS[1], account="org-1", approved_by="alice", user_agent="curl/8.4"
+        )
+        self._issue(KEYS[2], SECRETS[2], account="org-1", approved_by="alice")
         if hasattr(r, "authorize"):
             self._seed_oauth()
         r.disable_app(KEYS[2])
@@ -566,6 +568,7 @@ class TestIssueToken:
                 key,
                 secret,
                 account=account,
+                approved_by=None if account is None else "alice",
                 user_agent=user_agent,
             )
             if isinstance(result, Denied):

@@ -318,7 +318,7 @@ class TestTokenRequests:
             world.registry.refresh(world.key, world.refresh_token, user_agent=agent)
 
     @pytest.mark.parametrize(
-        ("field", "reason"), [("key", "app_unknown"), ("secret", "bad_credentials")]
+        ("field", "reason"), [("key", "bad_credentials"), ("secret", "bad_credentials")]
     )
     def test_credentials_at_the_limit_are_only_wrong(
         self, world: World, field: str, reason: str

@@ -8,11 +8,9 @@ server on port 0, in a thread; the clients are requests-oauthlib, oauthlib's cli
 from __future__ import annotations
 
 import base64
-import html.parser
 import logging
 import os
 import queue
-import secrets
 import subprocess
 import sys
 import threading
@@ -30,6 +28,8 @@ from oauthlib.common import Request as OAuthRequest
 from oauthlib.oauth2 import BackendApplicationClient, WebApplicationClient
 from requests_oauthlib import OAuth2Session
 
+from _oauth import ACCOUNT, ALICE, OWNER, REDIRECT, ConsentForm, SignIn, new_state, register_apps
+from _oauth import consent_form as form_of
 from _support import serving
 from appregistry import RegisteredApp, Registry, oauth2, open_registry
 from appregistry._validation import MAX_USER_AGENT_LENGTH, Problems
@@ -39,21 +39,8 @@ from appregistry.oauth2._validator import client_credentials, user_agent
 from appregistry.storage.memory import MemoryStorage
 from appregistry.testing import ManualClock
 
-REDIRECT = "https://client.example/MyApp/handler"
-OWNER = "acme"
-ACCOUNT = "org-1"
-ALICE = SignedInUser(ACCOUNT, "alice")
-
-
-def _state() -> str:
-    return secrets.token_urlsafe(16)
-
-
-@attrs.define
-class SignIn:
-    """Who the host says is signed in; tests change it."""
-
-    user: SignedInUser | None = ALICE
+_state = new_state
+_register = register_apps
 
 
 @attrs.frozen
@@ -95,28 +82,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
     return url
 
 
-def _register(registry: Registry) -> tuple[RegisteredApp, RegisteredApp]:
-    registry.permit_account(OWNER, by="provider")
-    registry.permit_account(ACCOUNT, by="provider")
-    trusted = registry.register_app(
-        OWNER,
-        name="Trusted",
-        homepage="https://acme.example/",
-        admin_email="admin@acme.example",
-        redirect_url=REDIRECT,
-        trusted=True,
-    )
-    partner = registry.register_app(
-        "vendor",
-        name="Partner <App>",
-        homepage="https://bücher.example/",
-        admin_email="admin@vendor.example",
-        redirect_url=REDIRECT,
-        description="Reads your call history.",
-    )
-    return trusted, partner
-
-
 @pytest.fixture
 def world(database_url: str) -> Iterator[World]:
     clock = ManualClock()
@@ -136,27 +101,8 @@ def world(database_url: str) -> Iterator[World]:
 # -- browser-free consent ---------------------------------------------------------------------
 
 
-class _Form(html.parser.HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.action: str | None = None
-        self.hidden: dict[str, str] = {}
-        self.buttons: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        values = {name: value or "" for name, value in attrs}
-        if tag == "form":
-            self.action = values.get("action")
-        elif tag == "input" and values.get("type") == "hidden":
-            self.hidden[values["name"]] = values.get("value", "")
-        elif tag == "button" and values.get("name") == "decision":
-            self.buttons.append(values.get("value", ""))
-
-
-def consent_form(page: requests.Response) -> _Form:
-    form = _Form()
-    form.feed(page.text)
-    return form
+def consent_form(page: requests.Response) -> ConsentForm:
+    return form_of(page.text)
 
 
 def consent(world: World, authorization_url: str, decision: str = "approve") -> requests.Response:
@@ -262,7 +208,7 @@ class TestClientCredentials:
         wrong = attempt(world.trusted.app.key, "S" * 32)
         for response in (unknown, wrong):
             assert 401 == response.status_code
-            assert {"error": "invalid_client"} == response.json()
+            assert "invalid_client" == response.json()["error"]
             assert 'Basic realm="appregistry"' == response.headers["WWW-Authenticate"]
         assert unknown.content == wrong.content
 
@@ -365,7 +311,17 @@ class TestConsentFlow:
         world.registry.suspend_installation(world.partner.app.key, ACCOUNT)
         oauth = OAuth2Session(world.partner.app.key, redirect_uri=REDIRECT, state=_state())
         url, _ = oauth.authorization_url(world.authorize_url)
-        assert "access_denied" == redirect_params(consent(world, url))["error"]
+        page = requests.get(url, allow_redirects=False, timeout=10)
+        form = consent_form(page)
+        assert (403, ["deny"]) == (page.status_code, form.buttons)
+        # An approval posted anyway, with the page's own fields, is refused all the same.
+        answer = requests.post(
+            urllib.parse.urljoin(page.url, form.action or ""),
+            data={**form.hidden, "decision": "approve"},
+            allow_redirects=False,
+            timeout=10,
+        )
+        assert "access_denied" == redirect_params(answer)["error"]
 
 
 class TestAuthorizationRequest:
@@ -407,9 +363,9 @@ class TestAuthorizationRequest:
         assert 400 == response.status_code
         assert "Location" not in response.headers
 
-    def test_the_redirect_url_is_required(self, world: World) -> None:
+    def test_the_redirect_url_may_be_left_out(self, world: World) -> None:
         response = requests.get(self._url(world, state=_state()), allow_redirects=False, timeout=10)
-        assert (400, None) == (response.status_code, response.headers.get("Location"))
+        assert (200, ["approve", "deny"]) == (response.status_code, consent_form(response).buttons)
 
     def test_an_unknown_app_gets_an_error_page(self, world: World) -> None:
         url = self._url(world, client_id="K" * 32, redirect_uri=REDIRECT, state=_state())
@@ -445,7 +401,7 @@ class TestAuthorizationRequest:
 class TestConsentCsrf:
     """Only the consent page's own form, for the same user, recently, can approve."""
 
-    def _page(self, world: World) -> _Form:
+    def _page(self, world: World) -> ConsentForm:
         oauth = OAuth2Session(world.partner.app.key, redirect_uri=REDIRECT, state=_state())
         url, _ = oauth.authorization_url(world.authorize_url)
         return consent_form(requests.get(url, timeout=10))
@@ -715,7 +671,7 @@ class TestMe:
 
     def test_an_unknown_token_is_invalid(self, world: World) -> None:
         response = world.me("no-such-token")
-        assert (401, {"error": "invalid_token"}) == (response.status_code, response.json())
+        assert (401, "invalid_token") == (response.status_code, response.json()["error"])
 
     def test_disabling_refuses_and_reenabling_revives_an_unexpired_token(
         self, world: World
@@ -889,8 +845,10 @@ class TestExportedMembers:
             "ConsentRequest",
             "CurrentUser",
             "DEFAULT_MAX_BODY_SIZE",
+            "EscapeControlCharacters",
             "INTROSPECT_PATH",
             "MAX_STATE_LENGTH",
+            "METADATA_PATH",
             "ME_PATH",
             "MIN_STATE_LENGTH",
             "REVOKE_PATH",
@@ -900,8 +858,11 @@ class TestExportedMembers:
             "TOKEN_PATH",
             "bearer_token",
             "default_consent_page",
+            "endpoint_paths",
+            "make_asgi_app",
             "make_server",
             "make_wsgi_app",
+            "server_metadata",
         ]
         assert sorted(expected) == sorted(oauth2.__all__)
         assert [] == [name for name in oauth2.__all__ if not hasattr(oauth2, name)]
@@ -954,7 +915,10 @@ class _Lines:
 
 
 class TestServeCommand:
-    """`appregistry serve --dev-account` serves both grants to a real client library."""
+    """`appregistry serve --dev-account` serves both grants to a real client library.
+
+    Its log shows each refusal's endpoint, status and error code, never a secret.
+    """
 
     def test_a_client_gets_tokens_and_is_refused_while_the_app_is_disabled(
         self, tmp_path: Any
@@ -970,9 +934,9 @@ class TestServeCommand:
         )
         lines = _Lines(process.stderr)
         try:
-            banner = lines.until("serving OAuth 2.0 on ")
+            banner = lines.until("OAuth 2.0 on ")
             warning = "".join(lines.seen)
-            base = banner.split("serving OAuth 2.0 on ")[1].split()[0]
+            base = banner.split("OAuth 2.0 on ")[1].split()[0]
             assert "WARNING: --dev-account" in warning
             assert repr(ACCOUNT) in warning
 
@@ -1018,11 +982,21 @@ class TestServeCommand:
                 f"{base}/uapi/me", params={"accessRequestToken": f"Bearer {token}"}, timeout=10
             )
             assert OWNER == by_query.json()["account"]
+            wrong = "W" * 32
+            refused = requests.post(
+                f"{base}/oauth/token.php",
+                data={"grant_type": "client_credentials"},
+                auth=(trusted.app.key, wrong),
+                timeout=10,
+            )
+            assert 401 == refused.status_code
+            lines.until("refused POST /oauth/token.php")
         finally:
             process.terminate()
             process.wait(timeout=30)
             lines.close()
         access_log = "".join(lines.seen)
         assert '"GET /uapi/me" 200' in access_log
+        assert "refused POST /oauth/token.php: 401 invalid_client" in access_log
         assert "accessRequestToken" not in access_log
-        assert token not in access_log
+        assert [] == [secret for secret in (token, wrong, trusted.secret) if secret in access_log]

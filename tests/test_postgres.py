@@ -588,9 +588,9 @@ class TestPipelinedTransactions:
         # Two round trips: no BEGIN nor COMMIT; the Sync that ends the pipeline commits.
         registry = Registry(storage=lone_storage)
         key, secret = _setup(registry)
-        registry.issue_token(key, secret, account="org-1")
+        registry.issue_token(key, secret, account="org-1", approved_by="alice")
         _Recording.sent.clear()
-        token = registry.issue_token(key, secret, account="org-1").token
+        token = registry.issue_token(key, secret, account="org-1", approved_by="alice").token
         queries = lone_storage._queries
         assert [(queries.app_context, True), (queries.token_add, True)] == _Recording.sent
         assert Reason.ALLOWED == registry.check_token(token).reason
@@ -602,7 +602,7 @@ class TestPipelinedTransactions:
         registry = Registry(storage=lone_storage)
         key, secret = _setup(registry)
         _Recording.sent.clear()
-        token = registry.issue_token(key, secret, account="org-1").token
+        token = registry.issue_token(key, secret, account="org-1", approved_by="alice").token
         queries = lone_storage._queries
         assert [
             (b"BEGIN", False),
@@ -718,7 +718,7 @@ class TestPipelinedTransactions:
         storage = both_modes
         registry = Registry(storage=storage)
         key, secret = _setup(registry)
-        token = registry.issue_token(key, secret, account="org-1").token
+        token = registry.issue_token(key, secret, account="org-1", approved_by="alice").token
         assert Reason.ALLOWED == registry.check_token(token).reason  # prepares the check
         with pytest.raises(InstallationNotFound):
             registry.suspend_installation(key, "nobody")  # locks the app, finds nothing
@@ -739,7 +739,7 @@ class TestPipelinedTransactions:
         storage = both_modes
         registry = Registry(storage=storage)
         key, secret = _setup(registry)
-        token = registry.issue_token(key, secret, account="org-1").token
+        token = registry.issue_token(key, secret, account="org-1", approved_by="alice").token
         assert Reason.ALLOWED == registry.check_token(token).reason
 
         def write_then_boom(tx: Any) -> None:
@@ -838,7 +838,11 @@ class TestAnIssueSeesTheRevocationItWaitedFor:
             outcome: list[object] = []
             issuer = threading.Thread(
                 target=lambda: outcome.append(
-                    _outcome(lambda: registry.issue_token(key, secret, account="org-1"))
+                    _outcome(
+                        lambda: registry.issue_token(
+                            key, secret, account="org-1", approved_by="alice"
+                        )
+                    )
                 )
             )
             statements, reason = _HELD_REVOCATIONS[revocation]
@@ -891,7 +895,7 @@ class TestSeveralServers:
         third = postgres_storage_factory(schema=first.schema)
         one, two, three = (Registry(storage=s) for s in (first, second, third))
         key, secret = _setup(one)
-        token = two.issue_token(key, secret, account="org-1").token
+        token = two.issue_token(key, secret, account="org-1", approved_by="alice").token
         assert Reason.ALLOWED == three.check_token(token).reason
         three.suspend_installation(key, "org-1")
         assert Reason.INSTALLATION_SUSPENDED == one.check_token(token).reason
@@ -943,7 +947,7 @@ class TestSeveralServers:
         ]
         key, secret = _setup(registries[0])
         for _ in range(60):
-            registries[0].issue_token(key, secret, account="org-1")
+            registries[0].issue_token(key, secret, account="org-1", approved_by="alice")
         clock.advance(timedelta(hours=2))
         purged: list[int] = []
 
@@ -1033,7 +1037,12 @@ class TestRacesKeepTheInvariant:
                 after_stop += started_after_stop
                 try:
                     acting_for = accounts[attempt % len(accounts)]
-                    token = racers.issue_token(key, secret, account=acting_for).token
+                    token = racers.issue_token(
+                        key,
+                        secret,
+                        account=acting_for,
+                        approved_by=None if acting_for is None else "alice",
+                    ).token
                 except Denied:
                     continue
                 with lock:
@@ -1084,7 +1093,7 @@ class TestNoPlaintextInTheTables:
         registry.register_app("acme", credentials=imported, trusted=True, **APP_FIELDS)
         secrets_seen.append(imported.secret)
         tokens = [registry.issue_token(key, secret, user_agent="curl/8").token for _ in range(3)]
-        tokens.append(registry.issue_token(key, secret, account="org-1").token)
+        tokens.append(registry.issue_token(key, secret, account="org-1", approved_by="alice").token)
         tokens.append(registry.issue_token(imported.key, imported.secret).token)
         regenerated = registry.regenerate_secret(imported.key).secret
         secrets_seen.append(regenerated)

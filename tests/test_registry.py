@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
-from _support import HOUR, SEED_KEY, SEED_SECRET, denial, register
+from _support import HOUR, SEED_KEY, SEED_SECRET, denial, problems_of, register
 from appregistry import (
     AccessRequest,
     AppNotFound,
@@ -71,6 +71,9 @@ def installed(
 
 
 def issue(registry: Registry, new: RegisteredApp, account: str | None = None, **kw: Any) -> str:
+    """A token of ``new``: by client credentials, or for ``account`` approved by its user."""
+    if account is not None:
+        kw.setdefault("approved_by", f"user@{account}")
     return registry.issue_token(new.app.key, new.secret, account=account, **kw).token
 
 
@@ -681,8 +684,9 @@ class TestR13RemoveApp:
         with pytest.raises(AppNotFound):
             registry.get_app(new.app.key)
         assert [Reason.TOKEN_UNKNOWN] * 2 == [reason(registry, t) for t in tokens]
-        assert Reason.APP_UNKNOWN == denial(lambda: issue(registry, new))
-        assert Reason.APP_UNKNOWN == denial(lambda: issue(registry, new, "globex"))
+        # The key never authenticates again: as for any key unknown, R25.
+        assert Reason.BAD_CREDENTIALS == denial(lambda: issue(registry, new))
+        assert Reason.BAD_CREDENTIALS == denial(lambda: issue(registry, new, "globex"))
         assert 0 == registry.list_installations("globex").total
         assert [] == all_apps(registry)
         with pytest.raises(AppNotFound):
@@ -892,7 +896,11 @@ class TestR17Tokens:
         new = installed(registry, "globex")
 
         issued = registry.issue_token(
-            new.app.key, new.secret, account="globex", user_agent="libwww-perl 5.833"
+            new.app.key,
+            new.secret,
+            account="globex",
+            approved_by="alice",
+            user_agent="libwww-perl 5.833",
         )
 
         record = issued.record
@@ -903,7 +911,7 @@ class TestR17Tokens:
             record.expires_at,
             record.user_agent,
         )
-        assert Grant.AUTHORIZATION_CODE == record.grant
+        assert Grant.USER_APPROVAL == record.grant
         assert issued.token not in repr(issued)
         assert issued.token not in record.token_id
         assert [record] == list(registry.list_tokens(new.app.key, "globex").items)
@@ -914,13 +922,15 @@ class TestR17Tokens:
         assert (
             "u" * 512
             == registry.issue_token(
-                new.app.key, new.secret, account="globex", user_agent="u" * 512
+                new.app.key, new.secret, account="globex", approved_by="alice", user_agent="u" * 512
             ).record.user_agent
         )
         recorder.clear()
 
         with pytest.raises(ValidationError) as info:
-            registry.issue_token(new.app.key, new.secret, account="globex", user_agent="u" * 513)
+            registry.issue_token(
+                new.app.key, new.secret, account="globex", approved_by="alice", user_agent="u" * 513
+            )
 
         assert [("user_agent", "too_long")] == [(p.field, p.code) for p in info.value.problems]
         assert 1 == registry.list_tokens(new.app.key, "globex").total
@@ -946,7 +956,9 @@ class TestR18Lifetime:
     def test_configurable(self, storage: MemoryStorage, clock: ManualClock) -> None:
         registry = Registry(storage=storage, clock=clock, token_lifetime=timedelta(minutes=5))
         new = installed(registry, "globex")
-        issued = registry.issue_token(new.app.key, new.secret, account="globex")
+        issued = registry.issue_token(
+            new.app.key, new.secret, account="globex", approved_by="alice"
+        )
 
         assert timedelta(minutes=5) == issued.record.expires_at - issued.record.issued_at
         assert 300 == issued.expires_in(clock())
@@ -972,7 +984,9 @@ class TestR19Grants:
 
         assert ("acme", Grant.CLIENT_CREDENTIALS) == (issued.record.account, issued.record.grant)
         assert Reason.ALLOWED == reason(registry, issued.token)
-        assert 0 == registry.list_installations("acme").total
+        # Not installed, but listed on its owner's App Management for its tokens.
+        (listed,) = registry.list_installations("acme").items
+        assert (None, False, 1) == (listed.installation, listed.installed, listed.access_tokens)
 
     def test_client_credentials_need_the_owners_permission(self, registry: Registry) -> None:
         new = register(registry, trusted=True)
@@ -999,6 +1013,48 @@ class TestR19Grants:
         assert Reason.APP_NOT_TRUSTED == reason(registry, token)
 
     @pytest.mark.parametrize("trusted", [False, True])
+    def test_no_token_for_an_account_without_a_named_approval(
+        self, registry: Registry, recorder: EventRecorder, trusted: bool
+    ) -> None:
+        """A token for an account names the user who approved it; nothing is written without."""
+        new = installed(registry, "globex", trusted=trusted)
+        recorder.clear()
+
+        refused = problems_of(
+            lambda: registry.issue_token(new.app.key, new.secret, account="globex")
+        )
+        blank = problems_of(
+            lambda: registry.issue_token(new.app.key, new.secret, account="globex", approved_by="")
+        )
+        stray = problems_of(lambda: registry.issue_token(new.app.key, new.secret, approved_by="a"))
+
+        assert [("approved_by", "required")] * 2 == refused + blank
+        assert [("approved_by", "unexpected")] == stray
+        assert ([], 0) == (recorder.events, registry.list_tokens(new.app.key, "globex").total)
+
+    def test_an_approved_token_records_its_user_and_a_truthful_grant(
+        self, registry: Registry, recorder: EventRecorder
+    ) -> None:
+        """Not ``authorization_code``: no code exists. The user is in the issue's event."""
+        new = installed(registry, "globex")
+        recorder.clear()
+
+        issued = registry.issue_token(
+            new.app.key, new.secret, account="globex", approved_by="alice"
+        )
+
+        (event,) = recorder.events
+        assert (Grant.USER_APPROVAL, "globex") == (issued.record.grant, issued.record.account)
+        assert {
+            "token_id": issued.record.token_id,
+            "grant": "user_approval",
+            "approved_by": "alice",
+        } == dict(event.details)
+        assert Reason.ALLOWED == reason(registry, issued.token)
+        registry.suspend_installation(new.app.key, "globex")
+        assert Reason.INSTALLATION_SUSPENDED == reason(registry, issued.token)
+
+    @pytest.mark.parametrize("trusted", [False, True])
     def test_acting_for_an_account_needs_its_installation(
         self, registry: Registry, trusted: bool
     ) -> None:
@@ -1008,8 +1064,10 @@ class TestR19Grants:
         assert Reason.INSTALLATION_MISSING == denial(lambda: issue(registry, new, "globex"))
 
         registry.install_app(new.app.key, "globex", by="admin")
-        issued = registry.issue_token(new.app.key, new.secret, account="globex")
-        assert ("globex", Grant.AUTHORIZATION_CODE) == (issued.record.account, issued.record.grant)
+        issued = registry.issue_token(
+            new.app.key, new.secret, account="globex", approved_by="alice"
+        )
+        assert ("globex", Grant.USER_APPROVAL) == (issued.record.account, issued.record.grant)
         assert Reason.ALLOWED == reason(registry, issued.token)
 
 
@@ -1018,7 +1076,10 @@ class TestR20RemoveTokens:
 
     def test_remove_selected(self, registry: Registry) -> None:
         new = installed(registry, "globex")
-        issued = [registry.issue_token(new.app.key, new.secret, account="globex") for _ in range(3)]
+        issued = [
+            registry.issue_token(new.app.key, new.secret, account="globex", approved_by="alice")
+            for _ in range(3)
+        ]
 
         removed = registry.remove_tokens([issued[0].record.token_id, issued[1].record.token_id])
 
@@ -1030,7 +1091,9 @@ class TestR20RemoveTokens:
 
     def test_unknown_id_removes_nothing(self, registry: Registry, recorder: EventRecorder) -> None:
         new = installed(registry, "globex")
-        issued = registry.issue_token(new.app.key, new.secret, account="globex")
+        issued = registry.issue_token(
+            new.app.key, new.secret, account="globex", approved_by="alice"
+        )
         recorder.clear()
 
         with pytest.raises(TokenNotFound):
@@ -1042,7 +1105,9 @@ class TestR20RemoveTokens:
     def test_scope_must_match(self, registry: Registry) -> None:
         new = installed(registry, "globex", "initech")
         other = installed(registry, "globex")
-        token_id = registry.issue_token(new.app.key, new.secret, account="globex").record.token_id
+        token_id = registry.issue_token(
+            new.app.key, new.secret, account="globex", approved_by="alice"
+        ).record.token_id
 
         with pytest.raises(TokenNotFound):
             registry.remove_tokens([token_id], key=other.app.key)
@@ -1075,7 +1140,7 @@ class TestR21AccessTokensCount:
 
     def test_counts_live_tokens_only(self, registry: Registry, clock: ManualClock) -> None:
         new = installed(registry, "globex")
-        first = registry.issue_token(new.app.key, new.secret, account="globex")
+        first = registry.issue_token(new.app.key, new.secret, account="globex", approved_by="alice")
         clock.advance(timedelta(minutes=30))
         issue(registry, new, "globex")
         issue(registry, new, "globex")
@@ -1189,12 +1254,16 @@ class TestR23Decisions:
         new = register(registry)
         wrong = RegisteredApp(new.app, "W" * 32)
 
-        assert Reason.APPS_NOT_PERMITTED == denial(lambda: issue(registry, wrong))
-        permit(registry, "acme")
+        # A caller who does not authenticate hears bad_credentials whatever else applies.
         assert Reason.BAD_CREDENTIALS == denial(lambda: issue(registry, wrong))
+        # One who does hears the first reason in order.
+        assert Reason.APPS_NOT_PERMITTED == denial(lambda: issue(registry, new))
+        permit(registry, "acme")
         assert Reason.APP_NOT_TRUSTED == denial(lambda: issue(registry, new))
+        assert Reason.INSTALLATION_MISSING == denial(lambda: issue(registry, new, "acme"))
         registry.disable_app(new.app.key)
-        assert Reason.APP_DISABLED == denial(lambda: issue(registry, wrong))
+        assert Reason.APP_DISABLED == denial(lambda: issue(registry, new))
+        assert Reason.BAD_CREDENTIALS == denial(lambda: issue(registry, wrong))
 
     def test_host_rules_run_in_the_order_given(
         self, storage: MemoryStorage, clock: ManualClock
@@ -1217,7 +1286,9 @@ class TestR24PurePolicy:
 
     def test_same_records_different_times(self, registry: Registry, clock: ManualClock) -> None:
         new = installed(registry, "globex")
-        issued = registry.issue_token(new.app.key, new.secret, account="globex")
+        issued = registry.issue_token(
+            new.app.key, new.secret, account="globex", approved_by="alice"
+        )
         context = registry.check_token(issued.token)
         request = AccessRequest.for_token(
             context.token,
@@ -1291,13 +1362,47 @@ class TestR25IndistinguishableCredentials:
 
         assert str(wrong_secret.value) == str(unknown_key.value)
         assert wrong_secret.value.args == unknown_key.value.args
-        assert Reason.BAD_CREDENTIALS == wrong_secret.value.decision.reason
-        assert Reason.APP_UNKNOWN == unknown_key.value.decision.reason
         for error in (wrong_secret.value, unknown_key.value):
             assert presented not in str(error)
             assert presented not in repr(error)
             assert presented not in repr(error.decision)
             assert new.secret not in repr(error.decision)
+
+    def test_one_reason_for_every_failed_authentication(self, registry: Registry) -> None:
+        """A wrong key, a wrong secret, and a wrong secret of a disabled, unpermitted,
+        uninstalled or removed app: each is ``bad_credentials``, with one detail."""
+        disabled = installed(registry, "globex", trusted=True)
+        registry.disable_app(disabled.app.key)
+        unpermitted = register(registry, "nobody", trusted=True)
+        removed = installed(registry, "globex", trusted=True)
+        registry.remove_app(removed.app.key)
+        live = installed(registry, "globex", trusted=True)
+        attempts: list[Callable[[], object]] = [
+            lambda: registry.issue_token("K" * 32, "P" * 32),
+            lambda: registry.issue_token("K" * 32, "P" * 32, account="globex", approved_by="a"),
+            lambda: registry.issue_token(live.app.key, "P" * 32),
+            lambda: registry.issue_token(
+                live.app.key, "P" * 32, account="nowhere", approved_by="a"
+            ),
+        ]
+        for new in (disabled, unpermitted, removed):
+            attempts.append(lambda new=new: registry.issue_token(new.app.key, "P" * 32))
+            attempts.append(
+                lambda new=new: registry.issue_token(
+                    new.app.key, "P" * 32, account="globex", approved_by="a"
+                )
+            )
+        decisions = set()
+        for attempt in attempts:
+            with pytest.raises(Denied) as refused:
+                attempt()
+            decisions.add((refused.value.decision, str(refused.value)))
+
+        (decision, _message), *others = decisions
+        assert ([], Reason.BAD_CREDENTIALS) == (others, decision.reason)
+        # With the right secret, the caller has authenticated and may hear why.
+        assert Reason.APP_DISABLED == denial(lambda: issue(registry, disabled))
+        assert Reason.APPS_NOT_PERMITTED == denial(lambda: issue(registry, unpermitted))
 
     def test_both_compare_a_digest(
         self, registry: Registry, monkeypatch: pytest.MonkeyPatch
@@ -1487,7 +1592,9 @@ class TestR27Events:
         failures: list[Callable[[], object]] = [
             lambda: register(flaky_registry, name=""),
             lambda: issue(flaky_registry, new),
-            lambda: flaky_registry.issue_token(new.app.key, "W" * 32, account="globex"),
+            lambda: flaky_registry.issue_token(
+                new.app.key, "W" * 32, account="globex", approved_by="alice"
+            ),
             lambda: flaky_registry.install_app(new.app.key, "nobody", by="x"),
             lambda: flaky_registry.remove_tokens(["no-such-id"]),
             lambda: flaky_registry.uninstall_app(new.app.key, "nobody"),

@@ -83,10 +83,14 @@ class Model:
     tokens: dict[str, ModelToken] = field(default_factory=dict)  # plaintext -> token
 
     def issue(self, key: str, secret: str, account: str | None) -> str:
-        """The outcome of asking for a token (R11, R12, R14, R19, R25), first reason wins."""
+        """The outcome of asking for a token (R11, R12, R14, R19, R25), first reason wins.
+
+        A caller that does not authenticate learns nothing else (R25): an unknown key and a
+        wrong secret are one reason, whatever state the app is in.
+        """
         app = self.apps.get(key)
-        if app is None:
-            return "denied:app_unknown"
+        if app is None or secret != app.secret:
+            return "denied:bad_credentials"
         if not app.enabled:
             return "denied:app_disabled"
         acting_for = app.owner if account is None else account
@@ -97,8 +101,6 @@ class Model:
             return "denied:installation_suspended"
         if acting_for not in self.permitted:
             return "denied:apps_not_permitted"
-        if secret != app.secret:
-            return "denied:bad_credentials"
         if account is None and not app.trusted:
             return "denied:app_not_trusted"
         return OK
@@ -152,6 +154,26 @@ class Model:
             for t in self.tokens.values()
             if (t.key, t.account) == (key, account) and now < t.expires_at
         )
+
+    def app_management(self, account: str, now: datetime) -> dict[str, tuple[int, bool | None]]:
+        """An account's App Management: each app's live Access Tokens, and whether it is
+        suspended (``None``: the account's own app, listed for its tokens though not
+        installed; R19, R21)."""
+        shown: dict[str, tuple[int, bool | None]] = {
+            key: (self.live(key, account, now), suspended)
+            for (key, holder), suspended in self.installations.items()
+            if holder == account
+        }
+        for key, app in self.apps.items():
+            if app.owner == account and key not in shown and self.live(key, account, now):
+                shown[key] = (self.live(key, account, now), None)
+        return shown
+
+    def remove_app(self, key: str) -> None:
+        del self.apps[key]
+        for pair in [p for p in self.installations if p[0] == key]:
+            del self.installations[pair]
+        self.drop_tokens(lambda t: t.key != key)
 
 
 def outcome(call: Callable[[], Any]) -> tuple[str, Any]:
@@ -276,10 +298,22 @@ class RegistryMachine(RuleBasedStateMachine):
         actual, _ = outcome(lambda: self.registry.remove_app(key))
         assert expected == actual
         if expected == OK:
-            del self.model.apps[key]
-            for pair in [p for p in self.model.installations if p[0] == key]:
-                del self.model.installations[pair]
-            self.model.drop_tokens(lambda t: t.key != key)
+            self.model.remove_app(key)
+
+    # "Remove Selected": all of them or none (an unknown or removed key among them).
+    @precondition(lambda self: len(self.model.apps) > 2)
+    @rule(keys=st.lists(apps | st.just(UNKNOWN_KEY), min_size=1, max_size=3))
+    def remove_apps(self, keys: list[str]) -> None:
+        known = all(key in self.model.apps for key in keys)
+        distinct = list(dict.fromkeys(keys))
+        if known and len(distinct) >= len(self.model.apps):
+            return  # keep one app at least
+        actual, removed = outcome(lambda: self.registry.remove_apps(keys))
+        assert (OK if known else AppNotFound.__name__) == actual
+        if known:
+            assert len(distinct) == removed
+            for key in distinct:
+                self.model.remove_app(key)
 
     # -- accounts and installations --------------------------------------------------------------
 
@@ -308,6 +342,20 @@ class RegistryMachine(RuleBasedStateMachine):
         if present:
             self.model.installations[key, account] = suspended
 
+    @rule(keys=st.lists(apps, min_size=1, max_size=3), account=st.sampled_from(ACCOUNTS))
+    def uninstall_several(self, keys: list[str], account: str) -> None:
+        present = all((key, account) in self.model.installations for key in keys)
+        actual, removed = outcome(lambda: self.registry.uninstall_apps(keys, account))
+        assert (OK if present else InstallationNotFound.__name__) == actual
+        if present:
+            chosen = set(keys)
+            for key in chosen:
+                del self.model.installations[key, account]
+            expected_removed = self.model.drop_tokens(
+                lambda t: t.account != account or t.key not in chosen
+            )
+            assert expected_removed == removed
+
     @rule(key=apps, account=st.sampled_from(ACCOUNTS))
     def uninstall(self, key: str, account: str) -> None:
         present = (key, account) in self.model.installations
@@ -328,7 +376,7 @@ class RegistryMachine(RuleBasedStateMachine):
 
     @rule(account=st.none() | st.sampled_from(ACCOUNTS))
     def issue_with_unknown_key(self, account: str | None) -> None:
-        self.issue(UNKNOWN_KEY, account, "wrong")  # asserts the model's app_unknown denial
+        self.issue(UNKNOWN_KEY, account, "wrong")  # asserts the model's bad_credentials denial
 
     @rule(target=tokens, key=apps, account=st.sampled_from(ACCOUNTS), which=SECRETS)
     def issue_for_account(self, key: str, account: str, which: str) -> Any:
@@ -338,7 +386,13 @@ class RegistryMachine(RuleBasedStateMachine):
         secret = self.secret_for(key, which)
         expected = self.model.issue(key, secret, account)
         actual, issued = outcome(
-            lambda: self.registry.issue_token(key, secret, account=account, user_agent="ua")
+            lambda: self.registry.issue_token(
+                key,
+                secret,
+                account=account,
+                approved_by=None if account is None else "user",
+                user_agent="ua",
+            )
         )
         assert expected == actual
         event(f"issue: {actual}")
@@ -426,18 +480,55 @@ class RegistryMachine(RuleBasedStateMachine):
         now = self.now()
         for account in ACCOUNTS:
             listed = self.registry.list_installations(account, per_page=1000)
-            expected = {
-                key: (self.model.live(key, account, now), suspended)
-                for (key, owner), suspended in self.model.installations.items()
-                if owner == account
-            }
-            assert expected == {
-                item.app.key: (item.access_tokens, item.installation.suspended)
+            assert self.model.app_management(account, now) == {
+                item.app.key: (
+                    item.access_tokens,
+                    None if item.installation is None else item.installation.suspended,
+                )
                 for item in listed.items
             }
+            assert len(listed.items) == listed.total
             for key in self.model.apps:
                 live = self.registry.list_tokens(key, account, per_page=1000).total
                 assert self.model.live(key, account, now) == live
+        for key in self.model.apps:
+            every = self.registry.list_tokens(key, per_page=1000)
+            expected = sorted(
+                (t.account, t.token_id)
+                for t in self.model.tokens.values()
+                if t.key == key and now < t.expires_at
+            )
+            assert expected == sorted((t.account, t.token_id) for t in every.items)
+            assert [t.account for t in every.items] == sorted(t.account for t in every.items)
+
+    @invariant()
+    def permissions_and_instances_agree(self) -> None:
+        permitted = self.registry.list_permissions(per_page=1000)
+        assert sorted(self.model.permitted) == [p.account for p in permitted.items]
+        for key in self.model.apps:
+            accounts = self.registry.list_app_installations(key, per_page=1000)
+            assert sorted(a for k, a in self.model.installations if k == key) == [
+                i.account for i in accounts.items
+            ]
+
+    @rule(per_page=st.integers(min_value=1, max_value=3), account=st.sampled_from(ACCOUNTS))
+    def page_through_with_cursors(self, per_page: int, account: str) -> None:
+        """Pages reached by cursors, forward then back, are the list's pages by number."""
+        for read in (
+            lambda **kw: self.registry.list_apps(per_page=per_page, **kw),
+            lambda **kw: self.registry.list_installations(account, per_page=per_page, **kw),
+        ):
+            by_number = [read(page=1)]
+            while by_number[-1].page < by_number[-1].pages:
+                by_number.append(read(page=by_number[-1].page + 1))
+            walked = [by_number[0]]
+            while walked[-1].after is not None:
+                walked.append(read(page=walked[-1].page + 1, after=walked[-1].after))
+            back = [walked[-1]]
+            while back[-1].before is not None:
+                back.append(read(page=back[-1].page - 1, before=back[-1].before))
+            assert [p.items for p in by_number] == [p.items for p in walked]
+            assert [p.items for p in by_number] == [p.items for p in reversed(back)]
 
 
 def make_machine(

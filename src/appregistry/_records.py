@@ -21,8 +21,13 @@ class Grant(enum.StrEnum):
 
     #: A trusted app with its key and secret alone; the token acts for the app's owner.
     CLIENT_CREDENTIALS = "client_credentials"
-    #: An app the account installed; the token acts for that account.
+    #: An app the account installed, through a code its user approved; the token acts for
+    #: that account.
     AUTHORIZATION_CODE = "authorization_code"
+    #: An app the account installed, issued by the host without a code on the approval of a
+    #: user it names (`appregistry.Registry.issue_token` with ``approved_by``); the token
+    #: acts for that account, as an authorization code's does.
+    USER_APPROVAL = "user_approval"
 
 
 @attrs.frozen
@@ -132,6 +137,11 @@ class AuthorizationCode:
     ``code_challenge`` is the PKCE challenge (RFC 7636), stored only with method ``"S256"``;
     it is a hash of the client's verifier, not a secret.
 
+    ``redirect_url_given`` says whether the authorization request named the redirect URL
+    (RFC 6749 section 4.1.1); if it did, the exchange must name it too (section 4.1.3).
+    A used code is kept until it expires, with ``used_at`` and the ``family_id`` of the tokens
+    its exchange issued, so that a replay can revoke them (section 10.5).
+
     >>> from datetime import datetime, timedelta, UTC
     >>> t0 = datetime(2015, 4, 20, 9, 56, 40, tzinfo=UTC)
     >>> code = AuthorizationCode("K" * 32, "acme", "https://example.com/cb", "alice", t0,
@@ -148,6 +158,9 @@ class AuthorizationCode:
     expires_at: datetime
     code_challenge: str | None = None
     code_challenge_method: str | None = None
+    redirect_url_given: bool = True
+    used_at: datetime | None = None
+    family_id: str | None = None
 
     def is_expired(self, now: datetime) -> bool:
         """Whether the code is dead at ``now``: from ``expires_at`` on, it is."""
@@ -214,6 +227,14 @@ class AppContext:
 class Page(Generic[T]):
     """One page of a list, with the total count of matching entries.
 
+    ``after`` and ``before`` are opaque cursors: pass ``after`` back (with ``page=page + 1``)
+    for the page that follows this one, or ``before`` (with ``page=page - 1``) for the one
+    that precedes it. A page reached by a cursor is read from the list's index at that
+    position, so it costs what the first page does however deep it is; a page asked for by
+    its number alone is counted out from the nearer end of the list (see R26 in
+    ``docs/concepts.md``). ``after`` is ``None`` on the last page, ``before`` on the first,
+    and both on a page without entries.
+
     >>> Page(items=("a", "b"), total=12, page=2, per_page=10).pages
     2
     """
@@ -222,6 +243,8 @@ class Page(Generic[T]):
     total: int
     page: int
     per_page: int
+    after: str | None = None
+    before: str | None = None
 
     @property
     def pages(self) -> int:
@@ -239,11 +262,22 @@ class AppListing:
 
 @attrs.frozen
 class InstallationListing:
-    """An installed app as an account sees it, with the live Access Tokens count (R21)."""
+    """An app on an account's App Management, with the live Access Tokens count (R21).
 
-    installation: Installation
+    Mostly an installed app: ``installation`` says when and by whom. An account's own app
+    that is not installed there but has live tokens for it (a trusted app's
+    client-credentials tokens, R19) is listed too, with ``installation=None``, so that its
+    owner sees and can remove them: every live token of an account is under one entry.
+    """
+
+    installation: Installation | None
     app: App
     access_tokens: int
+
+    @property
+    def installed(self) -> bool:
+        """Whether the app is installed on the account (else it is the account's own app)."""
+        return self.installation is not None
 
 
 @attrs.frozen

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 import attrs
 
@@ -45,11 +45,17 @@ __all__ = [
     "InstallationRepository",
     "ListQuery",
     "PermissionRepository",
+    "Position",
     "RefreshTokenRepository",
     "Storage",
     "TokenRepository",
     "UnitOfWork",
 ]
+
+
+#: An entry's place in a list: the values the list is ordered by, in that order (each
+#: list says which). Texts are compared by code point, as Python compares ``str``.
+Position: TypeAlias = tuple[str | datetime, ...]
 
 
 @attrs.frozen
@@ -59,6 +65,13 @@ class ListQuery:
     ``search`` is folded with `appregistry.search_text` (or ``None`` for everything); an entry
     matches when it occurs as a substring of the entry's folded search text.
 
+    Without ``after`` or ``before``, the page is the ``per_page`` matching entries from
+    ``offset`` on. With ``after``, it is the first ``per_page`` matching entries whose
+    position is greater than ``after``; with ``before``, the last ``per_page`` whose position
+    is less than ``before``, in list order. ``page`` is then only the page's number, for the
+    `Page` returned. A backend reads such a page from its index at the position, without
+    stepping over the entries before it (R26). At most one of them is given.
+
     >>> ListQuery(page=3, per_page=25).offset
     50
     """
@@ -66,6 +79,8 @@ class ListQuery:
     page: int = 1
     per_page: int = 10
     search: str | None = None
+    after: Position | None = None
+    before: Position | None = None
 
     @property
     def offset(self) -> int:
@@ -76,8 +91,9 @@ class ListQuery:
 class AppRepository(Protocol):
     """Apps and their stored secrets.
 
-    List order is ``name`` case-folded, then ``key``; search matches the folded
-    ``name`` and ``description`` (see `appregistry.search_text`).
+    List order is ``name`` case-folded, then ``key``: an app's position is
+    ``(app.name.casefold(), app.key)``. Search matches the folded ``name`` and
+    ``description`` (see `appregistry.search_text`).
     """
 
     def get(self, key: str) -> App | None:
@@ -144,7 +160,11 @@ class AppRepository(Protocol):
 
 
 class PermissionRepository(Protocol):
-    """The accounts the provider permits to use apps (R14)."""
+    """The accounts the provider permits to use apps (R14).
+
+    List order is the account: a permission's position is ``(account,)``. Search matches
+    the account id, ignoring the case of ASCII letters (ids are the host's, not prose).
+    """
 
     def get(self, account: str) -> AppsPermission | None:
         """The account's permission, or ``None`` when it has none."""
@@ -158,12 +178,18 @@ class PermissionRepository(Protocol):
         """Withdraw the account's permission; a missing one is a no-op."""
         ...
 
+    def list(self, query: ListQuery) -> Page[AppsPermission]:
+        """A page of the permitted accounts, each with who permitted it and when."""
+        ...
+
 
 class InstallationRepository(Protocol):
     """Apps installed on accounts (R15).
 
-    List order is the app's ``name`` case-folded, then its key; search matches the app's
-    folded name and description.
+    An account's list is ordered as the app list is, by the app's position
+    ``(app.name.casefold(), app.key)``; its search matches the app's folded name and
+    description. An app's list (`list_for_app`) is ordered by account, position
+    ``(account,)``; its search matches the account id, ignoring the case of ASCII letters.
     """
 
     def get(self, app_key: str, account: str) -> Installation | None:
@@ -183,14 +209,26 @@ class InstallationRepository(Protocol):
         ...
 
     def list(self, account: str, query: ListQuery, *, now: datetime) -> Page[InstallationListing]:
-        """A page of the account's installations with app and live Access Tokens count."""
+        """A page of the account's App Management, each app with its live Access Tokens count.
+
+        The entries are the account's installations, and the apps the account owns that are
+        not installed on it but have tokens for it unexpired at ``now`` (listed with
+        ``installation=None``; client credentials, R19).
+        """
+        ...
+
+    def list_for_app(self, app_key: str, query: ListQuery) -> Page[Installation]:
+        """A page of the app's installations: the accounts it is installed on."""
         ...
 
 
 class TokenRepository(Protocol):
     """Access tokens, stored by digest (R17).
 
-    List order is ``expires_at``, then ``token_id``; search matches the folded user agent.
+    One account's list is ordered by ``expires_at``, then ``token_id``: a token's position
+    is ``(expires_at, token_id)``. Every account's list of an app is ordered by account
+    first: position ``(account, expires_at, token_id)``. Search matches the folded user
+    agent.
     """
 
     def add(self, token: AccessToken, digest: bytes) -> None:
@@ -226,9 +264,9 @@ class TokenRepository(Protocol):
         ...
 
     def list(
-        self, app_key: str, account: str, query: ListQuery, *, now: datetime
+        self, app_key: str, account: str | None, query: ListQuery, *, now: datetime
     ) -> Page[AccessToken]:
-        """A page of the unexpired tokens of the app on the account."""
+        """A page of the app's tokens unexpired at ``now``: on ``account``, or on every one."""
         ...
 
     def purge_expired(self, *, now: datetime, limit: int) -> int:
@@ -237,29 +275,38 @@ class TokenRepository(Protocol):
 
 
 class CodeRepository(Protocol):
-    """Authorization codes, stored by digest; a code is read only by taking it."""
+    """Authorization codes, stored by digest; a code is read only by redeeming it.
+
+    A redeemed code stays stored, marked used, until it expires and is purged: a second
+    redemption finds it used and learns which grant family the first one issued.
+    """
 
     def add(self, code: AuthorizationCode, digest: bytes) -> None:
-        """Store a new code under ``digest``."""
+        """Store a new code under ``digest`` (``used_at`` and ``family_id`` as given)."""
         ...
 
-    def take(self, digest: bytes) -> AuthorizationCode | None:
-        """Remove the code stored under ``digest`` and return it, or ``None``.
+    def redeem(self, digest: bytes, *, at: datetime, family_id: str) -> AuthorizationCode | None:
+        """Mark the code under ``digest`` used at ``at`` by ``family_id``; return it as it was.
 
-        At most one caller ever gets a given code, however many take it at once.
+        The record returned is the one stored *before* this call: ``used_at`` is ``None``
+        when this call used the code; otherwise the code had been used before (a replay),
+        and it is returned with the ``used_at`` and ``family_id`` of that first use, which
+        stay unchanged. ``None`` when no code is stored under ``digest``.
+
+        At most one caller ever gets the code unused, however many redeem it at once.
         """
         ...
 
     def remove_for(self, app_key: str, account: str) -> int:
-        """Remove every code of the app on the account; return how many went."""
+        """Remove every code of the app on the account, used or not; return how many went."""
         ...
 
     def remove_all_of_app(self, app_key: str) -> int:
-        """Remove every code of the app; return how many went."""
+        """Remove every code of the app, used or not; return how many went."""
         ...
 
     def purge_expired(self, *, now: datetime, limit: int) -> int:
-        """Remove at most ``limit`` codes expired at ``now``; return how many went."""
+        """Remove at most ``limit`` codes expired at ``now``, used or not; return how many."""
         ...
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import attrs
 
 from .._policy import AccessRequest, Action
@@ -9,6 +11,7 @@ from .._records import AppsPermission, Event, EventKind, Installation, Installat
 from .._validation import Problems
 from ..errors import Denied
 from ._base import _identifiers, _is_id, _RegistryBase, _remove_grants
+from ._lists import ListKind, key_selection, list_query, with_cursors
 
 
 class _Accounts(_RegistryBase):
@@ -46,6 +49,46 @@ class _Accounts(_RegistryBase):
         """The account's apps permission, or ``None`` if it has none."""
         with self._transaction() as (tx, _):
             return tx.permissions.get(account) if _is_id(account) else None
+
+    def list_permissions(
+        self,
+        *,
+        search: str | None = None,
+        page: int = 1,
+        per_page: int = 10,
+        after: str | None = None,
+        before: str | None = None,
+    ) -> Page[AppsPermission]:
+        """A page of the accounts permitted to use apps, with who permitted each and when.
+
+        Ordered by account id; ``search`` matches the account id, ignoring the case of
+        ASCII letters. Paging and cursors work as in `list_apps`.
+
+        Raises:
+            ValidationError: Bad paging, search text or cursor.
+
+        >>> from appregistry import Registry
+        >>> from appregistry.storage.memory import MemoryStorage
+        >>> registry = Registry(storage=MemoryStorage())
+        >>> for account in ("org-2", "org-1", "ACME"):
+        ...     _ = registry.permit_account(account, by="sp-admin")
+        >>> [p.account for p in registry.list_permissions().items]
+        ['ACME', 'org-1', 'org-2']
+        >>> [(p.account, p.granted_by) for p in registry.list_permissions(search="Acme").items]
+        [('ACME', 'sp-admin')]
+        """
+        query = list_query(
+            Problems(),
+            ListKind.PERMISSIONS,
+            search=search,
+            page=page,
+            per_page=per_page,
+            after=after,
+            before=before,
+        )
+        with self._transaction() as (tx, _):
+            found = tx.permissions.list(query)
+        return with_cursors(ListKind.PERMISSIONS, found, lambda p: (p.account,))
 
     def install_app(self, key: str, account: str, *, by: str) -> Installation:
         """Install (authorize) the app on the account (R15).
@@ -117,35 +160,159 @@ class _Accounts(_RegistryBase):
             How many access tokens were removed.
 
         Raises:
-            InstallationNotFound: The app is not installed on the account.
+            InstallationNotFound: The app is not installed on the account (whatever ``key``
+                and ``account`` are).
         """
-        now = self._now()
-        with self._transaction() as (tx, events):
-            self._installation(tx, key, account)
-            removed, grants = _remove_grants(tx, key, account)
-            tx.installations.remove(key, account)
-            events.append(
-                Event(
-                    EventKind.APP_UNINSTALLED,
-                    now,
-                    key,
-                    account,
-                    {"tokens_removed": removed, **grants},
-                )
-            )
-        return removed
+        return self._uninstall_apps([key], account)
 
-    def list_installations(
-        self, account: str, *, search: str | None = None, page: int = 1, per_page: int = 10
-    ) -> Page[InstallationListing]:
-        """A page of the apps installed on the account, with live Access Tokens counts (R26).
+    def uninstall_apps(self, keys: Collection[str], account: str) -> int:
+        """Uninstall several apps from the account, as `uninstall_app` does one, all at once.
+
+        The seeds' "Remove Selected" on an account's App Management: every app named is
+        uninstalled, with the account's tokens, refresh tokens and codes for it, or none is,
+        in one transaction. Each emits its own `EventKind.APP_UNINSTALLED` event.
+
+        Args:
+            keys: The apps' keys, at most 1000. A key named twice is uninstalled once.
+            account: The account to uninstall them from.
+
+        Returns:
+            How many access tokens were removed, for all the apps together.
 
         Raises:
-            ValidationError: Bad account, paging or search text.
+            InstallationNotFound: An app named is not installed on the account: the first
+                such, in the order given. Nothing is removed.
+            ValidationError: ``keys`` is not a collection of strings, names more than
+                1000, or has an entry longer than any key. Nothing is removed.
+
+        >>> from appregistry import Registry
+        >>> from appregistry.storage.memory import MemoryStorage
+        >>> registry = Registry(storage=MemoryStorage())
+        >>> _ = registry.permit_account("org-1", by="sp-admin")
+        >>> keys = [registry.register_app("acme", name=name, homepage="http://example.com/",
+        ...     admin_email="admin@example.com", redirect_url="https://example.com/cb").app.key
+        ...     for name in ("One", "Two")]
+        >>> for key in keys:
+        ...     _ = registry.install_app(key, "org-1", by="alice")
+        >>> registry.uninstall_apps(keys, "org-1"), registry.list_installations("org-1").total
+        (0, 0)
+        """
+        return self._uninstall_apps(key_selection("keys", keys), account)
+
+    def _uninstall_apps(self, selected: list[str], account: str) -> int:
+        now = self._now()
+        with self._transaction() as (tx, events):
+            for key in selected:
+                self._installation(tx, key, account)
+            total = 0
+            for key in selected:
+                removed, grants = _remove_grants(tx, key, account)
+                tx.installations.remove(key, account)
+                total += removed
+                events.append(
+                    Event(
+                        EventKind.APP_UNINSTALLED,
+                        now,
+                        key,
+                        account,
+                        {"tokens_removed": removed, **grants},
+                    )
+                )
+        return total
+
+    def list_installations(
+        self,
+        account: str,
+        *,
+        search: str | None = None,
+        page: int = 1,
+        per_page: int = 10,
+        after: str | None = None,
+        before: str | None = None,
+    ) -> Page[InstallationListing]:
+        """A page of the account's App Management, with live Access Tokens counts (R21, R26).
+
+        The apps installed on the account, with when and by whom; and the account's own apps
+        that are not installed on it but have live tokens for it (a trusted app's
+        client-credentials tokens, R19), with ``installation=None``, so that their owner
+        sees those tokens and can remove them. Ordered and searched as `list_apps`; paging
+        and cursors work as there.
+
+        Raises:
+            ValidationError: Bad account, paging, search text or cursor.
+
+        >>> from appregistry import Registry
+        >>> from appregistry.storage.memory import MemoryStorage
+        >>> registry = Registry(storage=MemoryStorage())
+        >>> _ = registry.permit_account("acme", by="sp-admin")
+        >>> new = registry.register_app("acme", name="Own", homepage="http://example.com/",
+        ...     admin_email="admin@example.com", redirect_url="https://example.com/cb",
+        ...     trusted=True)
+        >>> registry.list_installations("acme").total
+        0
+        >>> _ = registry.issue_token(new.app.key, new.secret)  # client credentials
+        >>> [(i.app.name, i.installed, i.access_tokens)
+        ...  for i in registry.list_installations("acme").items]
+        [('Own', False, 1)]
         """
         problems = Problems()
         account = problems.identifier("account", account)  # type: ignore[assignment]
-        query = self._query(problems, search, page, per_page)
+        query = list_query(
+            problems,
+            ListKind.INSTALLATIONS,
+            search=search,
+            page=page,
+            per_page=per_page,
+            after=after,
+            before=before,
+        )
         now = self._now()
         with self._transaction() as (tx, _):
-            return tx.installations.list(account, query, now=now)
+            found = tx.installations.list(account, query, now=now)
+        return with_cursors(
+            ListKind.INSTALLATIONS, found, lambda i: (i.app.name.casefold(), i.app.key)
+        )
+
+    def list_app_installations(
+        self,
+        key: str,
+        *,
+        search: str | None = None,
+        page: int = 1,
+        per_page: int = 10,
+        after: str | None = None,
+        before: str | None = None,
+    ) -> Page[Installation]:
+        """A page of the accounts the app is installed on: its Instances (R15), one by one.
+
+        Ordered by account id; ``search`` matches the account id, ignoring the case of
+        ASCII letters. Paging and cursors work as in `list_apps`.
+
+        Raises:
+            AppNotFound: No app has ``key``.
+            ValidationError: Bad paging, search text or cursor.
+
+        >>> from appregistry import Registry
+        >>> from appregistry.storage.memory import MemoryStorage
+        >>> registry = Registry(storage=MemoryStorage())
+        >>> key = registry.register_app("acme", name="MyApp", homepage="http://example.com/",
+        ...     admin_email="admin@example.com", redirect_url="https://example.com/cb").app.key
+        >>> for account in ("org-2", "org-1"):
+        ...     _ = registry.permit_account(account, by="sp-admin")
+        ...     _ = registry.install_app(key, account, by="alice")
+        >>> [(i.account, i.installed_by) for i in registry.list_app_installations(key).items]
+        [('org-1', 'alice'), ('org-2', 'alice')]
+        """
+        query = list_query(
+            Problems(),
+            ListKind.APP_INSTALLATIONS,
+            search=search,
+            page=page,
+            per_page=per_page,
+            after=after,
+            before=before,
+        )
+        with self._transaction() as (tx, _):
+            self._app(tx, key)
+            found = tx.installations.list_for_app(key, query)
+        return with_cursors(ListKind.APP_INSTALLATIONS, found, lambda i: (i.account,))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -30,6 +30,7 @@ from ._base import (
     _remove_grants,
     _Unset,
 )
+from ._lists import ListKind, key_selection, list_query, with_cursors
 
 # What register_app and update_app accept, and how each field is checked.
 _APP_FIELDS: Final[Mapping[str, Callable[[Problems, str, object], object]]] = {
@@ -395,27 +396,66 @@ class _Apps(_RegistryBase):
         authenticates again, and cannot be registered (imported) again.
 
         Raises:
-            AppNotFound: No app has ``key``.
+            AppNotFound: No app has ``key`` (whatever ``key`` is).
         """
+        self._remove_apps([key])
+
+    def remove_apps(self, keys: Collection[str]) -> int:
+        """Remove several apps, as `remove_app` removes one, all in one transaction.
+
+        The seeds' "Remove Selected": every app named goes, with its installations, tokens,
+        refresh tokens and codes, or none does. Each removal emits its own
+        `EventKind.APP_REMOVED` event, after the transaction commits.
+
+        Args:
+            keys: The apps' keys, at most 1000. A key named twice is removed once.
+
+        Returns:
+            How many apps were removed.
+
+        Raises:
+            AppNotFound: A key names no app: the first such key, in the order given.
+                Nothing is removed.
+            ValidationError: ``keys`` is not a collection of strings, names more than
+                1000, or has an entry longer than any key. Nothing is removed.
+
+        >>> from appregistry import Registry
+        >>> from appregistry.storage.memory import MemoryStorage
+        >>> registry = Registry(storage=MemoryStorage())
+        >>> keys = [registry.register_app("acme", name=name, homepage="http://example.com/",
+        ...     admin_email="admin@example.com", redirect_url="https://example.com/cb").app.key
+        ...     for name in ("One", "Two", "Three")]
+        >>> registry.remove_apps([keys[0], "no such key"])
+        Traceback (most recent call last):
+        ...
+        appregistry.errors.AppNotFound: no app with key 'no such key'
+        >>> registry.remove_apps(keys[:2]), registry.list_apps().total
+        (2, 1)
+        """
+        return self._remove_apps(key_selection("keys", keys))
+
+    def _remove_apps(self, selected: list[str]) -> int:
         now = self._now()
         with self._transaction() as (tx, events):
-            app = self._app(tx, key)
-            tokens, grants = _remove_grants(tx, key)
-            installations = tx.installations.remove_all_of_app(key)
-            tx.apps.remove(key)
-            events.append(
-                Event(
-                    EventKind.APP_REMOVED,
-                    now,
-                    key,
-                    app.owner,
-                    {
-                        "tokens_removed": tokens,
-                        "installations_removed": installations,
-                        **grants,
-                    },
+            apps = [self._app(tx, key) for key in selected]
+            for app in apps:
+                tokens, grants = _remove_grants(tx, app.key)
+                installations = tx.installations.remove_all_of_app(app.key)
+                tx.apps.remove(app.key)
+                events.append(
+                    Event(
+                        EventKind.APP_REMOVED,
+                        now,
+                        app.key,
+                        app.owner,
+                        {
+                            "tokens_removed": tokens,
+                            "installations_removed": installations,
+                            **grants,
+                        },
+                    )
                 )
-            )
+        return len(apps)
 
     def list_apps(
         self,
@@ -424,21 +464,58 @@ class _Apps(_RegistryBase):
         search: str | None = None,
         page: int = 1,
         per_page: int = 10,
+        after: str | None = None,
+        before: str | None = None,
     ) -> Page[AppListing]:
         """A page of registered apps (all, or one owner's), each with its Instances (R26).
 
         Ordered by name (case-insensitive), then key; ``search`` matches name and description,
         case-insensitively.
 
+        Args:
+            page: The page's number. With ``after`` or ``before`` it only labels the page.
+            after, before: A cursor from a page of this list (`Page.after`,
+                `Page.before`): the page is then the one that follows (precedes) that
+                page, read at the cursor's position, as cheap as the first page.
+
         Raises:
-            ValidationError: Bad paging or search text.
+            ValidationError: Bad paging, search text or cursor.
+
+        >>> from appregistry import Registry
+        >>> from appregistry.storage.memory import MemoryStorage
+        >>> registry = Registry(storage=MemoryStorage())
+        >>> for name in ("Gamma", "alpha", "Beta"):
+        ...     _ = registry.register_app("acme", name=name, homepage="http://example.com/",
+        ...         admin_email="admin@example.com", redirect_url="https://example.com/cb")
+        >>> first = registry.list_apps(per_page=2)
+        >>> [item.app.name for item in first.items], first.pages
+        (['alpha', 'Beta'], 2)
+        >>> second = registry.list_apps(page=2, per_page=2, after=first.after)
+        >>> [item.app.name for item in second.items], second.after
+        (['Gamma'], None)
+        >>> back = registry.list_apps(page=1, per_page=2, before=second.before)
+        >>> [item.app.name for item in back.items]
+        ['alpha', 'Beta']
         """
         problems = Problems()
         if owner is not None:
             owner = problems.identifier("owner", owner)
-        query = self._query(problems, search, page, per_page)
+        query = list_query(
+            problems,
+            ListKind.APPS,
+            search=search,
+            page=page,
+            per_page=per_page,
+            after=after,
+            before=before,
+        )
         with self._transaction() as (tx, _):
-            return tx.apps.list(query, owner=owner)
+            found = tx.apps.list(query, owner=owner)
+        return with_cursors(ListKind.APPS, found, _app_position)
+
+
+def _app_position(listing: AppListing) -> tuple[str, str]:
+    return (listing.app.name.casefold(), listing.app.key)
 
 
 def _grace_deadline(until: object, now: datetime) -> datetime:

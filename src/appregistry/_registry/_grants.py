@@ -80,12 +80,46 @@ class _Grants(_RegistryBase):
             app = tx.apps.get(key) if _is_id(key) else None
         return app is not None and _same_redirect(app.redirect_url, redirect_url)
 
+    def authorization_decision(self, key: str, account: str) -> Decision:
+        """Whether `authorize` would let a user of ``account`` approve the app now.
+
+        Nothing is written. A consent page asks this before it offers an Allow button, so
+        that a user whose account may not use apps (R14) is told so at once.
+
+        Returns:
+            `Decision.allow`, or the denial `authorize` would raise now: the app unknown
+            or disabled, the account without the apps permission, the app suspended on the
+            account, or a host rule.
+
+        Raises:
+            ValidationError: ``account`` is not an account id.
+
+        >>> from appregistry import Registry
+        >>> from appregistry.storage.memory import MemoryStorage
+        >>> Registry(storage=MemoryStorage()).authorization_decision("K" * 32, "acme").reason
+        <Reason.APP_UNKNOWN: 'app_unknown'>
+        """
+        problems = Problems()
+        account = problems.identifier("account", account)  # type: ignore[assignment]
+        problems.raise_if_any()
+        now = self._now()
+        with self._transaction() as (tx, _):
+            app = tx.apps.get(key) if _is_id(key) else None
+            request = AccessRequest(
+                Action.INSTALL,
+                app=app,
+                account=account,
+                installation=tx.installations.get(key, account) if app is not None else None,
+                permission=tx.permissions.get(account),
+            )
+            return self._policy.evaluate(request, now)
+
     def authorize(
         self,
         key: str,
         account: str,
         *,
-        redirect_url: str,
+        redirect_url: str | None = None,
         approved_by: str,
         code_challenge: str | None = None,
         code_challenge_method: str | None = None,
@@ -100,7 +134,10 @@ class _Grants(_RegistryBase):
         Args:
             key: The app (OAuth's ``client_id``).
             account: The account the app will act for.
-            redirect_url: The request's ``redirect_uri``: exactly the app's (R4).
+            redirect_url: The request's ``redirect_uri``: exactly the app's (R4). ``None``
+                when the request left it out: the code goes to the app's redirect URL, and
+                its exchange needs none either (RFC 6749 sections 4.1.1, 4.1.3). When given,
+                the exchange must give it again.
             approved_by: The user who approved, holding the account's apps permission.
             code_challenge, code_challenge_method: PKCE (RFC 7636). Only ``"S256"`` is
                 accepted: ``"plain"`` is refused, and so is a challenge without a method
@@ -125,7 +162,11 @@ class _Grants(_RegistryBase):
         digest = self._credentials.code_digest(code)
         with self._transaction() as (tx, events):
             app = tx.apps.get(key) if _is_id(key) else None
-            if app is not None and not _same_redirect(app.redirect_url, redirect_url):
+            if (
+                app is not None
+                and redirect_url is not None
+                and not _same_redirect(app.redirect_url, redirect_url)
+            ):
                 problems.add(
                     "redirect_url", "mismatch", "redirect_url is not the app's redirect URL"
                 )
@@ -156,6 +197,7 @@ class _Grants(_RegistryBase):
                 expires_at=now + self._code_lifetime,
                 code_challenge=code_challenge,
                 code_challenge_method=code_challenge_method,
+                redirect_url_given=redirect_url is not None,
             )
             tx.codes.add(record, digest)
             events.append(
@@ -174,7 +216,7 @@ class _Grants(_RegistryBase):
         key: str,
         code: str,
         *,
-        redirect_url: str,
+        redirect_url: str | None = None,
         code_verifier: str | None = None,
         user_agent: str | None = None,
     ) -> IssuedToken:
@@ -184,23 +226,28 @@ class _Grants(_RegistryBase):
         or the OAuth server's client authentication): this method believes that ``key`` is
         the app asking, and checks only that the code was issued to it.
 
-        The code is taken first, so it works once, even when the exchange then fails. It
-        must have been issued to this app for this ``redirect_url`` (exactly, R4), be
-        unexpired, and, when it was issued with a PKCE challenge, come with the verifier
-        whose S256 hash is that challenge. A verifier for a code issued without a challenge
-        is refused too (a PKCE downgrade, RFC 9700). Then the policy decides as for any token
-        issued for the account: the app enabled, installed and active there, the account
-        permitted (R11, R12, R14, R15).
+        The code is used up first, so it works once, even when the exchange then fails. It
+        must have been issued to this app, be unexpired, and, when it was issued with a PKCE
+        challenge, come with the verifier whose S256 hash is that challenge. A verifier for a
+        code issued without a challenge is refused too (a PKCE downgrade, RFC 9700).
+        ``redirect_url`` must be the one the authorization request named (exactly, R4); if
+        that request named none, it may be left out, and when given must be the app's. Then
+        the policy decides as for any token issued for the account: the app enabled,
+        installed and active there, the account permitted (R11, R12, R14, R15).
 
         The tokens are a new grant family: `refresh` rotates within it, `revoke` ends it.
+        A used code is kept until it expires (then `purge_expired_tokens` removes it), and
+        presenting it again revokes that family, its access and refresh tokens alike (RFC
+        6749 sections 4.1.2, 10.5): the code leaked, so the tokens it gave may have too.
 
         Returns:
             The access token (grant ``authorization_code``) with its ``refresh_token``.
 
         Raises:
-            InvalidGrant: The code is unknown, used, expired, another app's or another
-                redirect URL's, or the PKCE verifier is missing, malformed or wrong. Its
-                message is the same for all; ``detail`` says which, for logs.
+            InvalidGrant: The code is unknown, used (its tokens are now revoked), expired,
+                another app's or another redirect URL's, or the PKCE verifier is missing,
+                malformed or wrong. Its message is the same for all; ``detail`` says which,
+                for logs.
             Denied: The policy refused; ``error.decision`` says why.
             ValidationError: ``user_agent`` is malformed (checked before the code is taken).
         """
@@ -210,7 +257,8 @@ class _Grants(_RegistryBase):
         now = self._now()
         digests = self._credentials.code_digests(code)
         with self._transaction() as (tx, events):
-            # A failure is returned, not raised, so that taking the code still commits.
+            # A failure is returned, not raised, so that using up the code (and revoking what
+            # a replayed code gave) still commits.
             outcome = self._exchange(
                 tx,
                 events,
@@ -237,12 +285,32 @@ class _Grants(_RegistryBase):
         verifier: object,
         user_agent: str | None,
     ) -> IssuedToken | InvalidGrant | Denied:
-        record = _first(tx.codes.take, digests)
+        family_id = cred.generate_token_id()
+
+        def redeem(digest: bytes) -> AuthorizationCode | None:
+            return tx.codes.redeem(digest, at=now, family_id=family_id)
+
+        record = _first(redeem, digests)
         if record is None:
-            return InvalidGrant("the code is unknown, used or purged")
+            return InvalidGrant("the code is unknown or purged")
+        if record.used_at is not None:
+            if record.family_id is not None:
+                self._revoke_family(
+                    tx,
+                    events,
+                    now,
+                    family_id=record.family_id,
+                    app_key=record.app_key,
+                    account=record.account,
+                    cause="code_reuse",
+                )
+            return InvalidGrant("the code was used before; the tokens it gave are revoked")
         if record.app_key != key:
             return InvalidGrant("the code was issued to another app")
-        if not _same_redirect(record.redirect_url, redirect_url):
+        if redirect_url is None:
+            if record.redirect_url_given:
+                return InvalidGrant("the code was issued for a redirect URL the request omits")
+        elif not _same_redirect(record.redirect_url, redirect_url):
             return InvalidGrant("the redirect URL is not the one the code was issued for")
         if record.is_expired(now):
             return InvalidGrant("the code has expired")
@@ -260,7 +328,7 @@ class _Grants(_RegistryBase):
             app=app,
             account=record.account,
             grant=Grant.AUTHORIZATION_CODE,
-            family_id=cred.generate_token_id(),
+            family_id=family_id,
             user_agent=user_agent,
         )
 
@@ -316,7 +384,7 @@ class _Grants(_RegistryBase):
         if record.app_key != key:
             return InvalidGrant("the refresh token was issued to another app")
         if record.rotated_at is not None:
-            self._revoke_family(tx, events, now, record, cause="reuse")
+            self._revoke_member(tx, events, now, record, cause="reuse")
             return InvalidGrant("the refresh token was used before; its family is revoked")
         if record.is_expired(now):
             return InvalidGrant("the refresh token has expired")
@@ -373,7 +441,7 @@ class _Grants(_RegistryBase):
             refresh = _first(tx.refresh_tokens.get, self._credentials.refresh_digests(token))
             if refresh is None or (key is not None and refresh.app_key != key):
                 return False
-            self._revoke_family(tx, events, now, refresh, cause="revoked")
+            self._revoke_member(tx, events, now, refresh, cause="revoked")
         return True
 
     def _grant_decision(
@@ -436,20 +504,41 @@ class _Grants(_RegistryBase):
         )
         return IssuedToken(token, record, refresh)
 
+    @classmethod
+    def _revoke_member(
+        cls, tx: UnitOfWork, events: list[Event], now: datetime, member: RefreshToken, *, cause: str
+    ) -> None:
+        cls._revoke_family(
+            tx,
+            events,
+            now,
+            family_id=member.family_id,
+            app_key=member.app_key,
+            account=member.account,
+            cause=cause,
+        )
+
     @staticmethod
     def _revoke_family(
-        tx: UnitOfWork, events: list[Event], now: datetime, member: RefreshToken, *, cause: str
+        tx: UnitOfWork,
+        events: list[Event],
+        now: datetime,
+        *,
+        family_id: str,
+        app_key: str,
+        account: str,
+        cause: str,
     ) -> None:
-        refresh_tokens = tx.refresh_tokens.remove_family(member.family_id)
-        tokens = tx.tokens.remove_family(member.family_id)
+        refresh_tokens = tx.refresh_tokens.remove_family(family_id)
+        tokens = tx.tokens.remove_family(family_id)
         events.append(
             Event(
                 EventKind.FAMILY_REVOKED,
                 now,
-                member.app_key,
-                member.account,
+                app_key,
+                account,
                 {
-                    "family_id": member.family_id,
+                    "family_id": family_id,
                     "cause": cause,
                     "tokens_removed": tokens,
                     "refresh_tokens_removed": refresh_tokens,

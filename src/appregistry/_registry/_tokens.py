@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Collection, Sequence
+from datetime import datetime
 from typing import Final, cast
 
 from .. import _credentials as cred
 from .._policy import AccessRequest, Action, Decision, Reason
-from .._records import AccessToken, Event, EventKind, Grant, IssuedToken, Page
+from .._records import AccessToken, AppContext, Event, EventKind, Grant, IssuedToken, Page
 from .._validation import MAX_ACCOUNT_LENGTH, MAX_USER_AGENT_LENGTH, Problems
 from ..errors import Denied, FieldProblem, TokenNotFound, ValidationError
 from ._base import (
@@ -24,6 +25,7 @@ from ._base import (
     _RegistryBase,
     _remove_grants,
 )
+from ._lists import ListKind, list_query, with_cursors
 
 
 class _Tokens(_RegistryBase):
@@ -37,24 +39,58 @@ class _Tokens(_RegistryBase):
         secret: str,
         *,
         account: str | None = None,
+        approved_by: str | None = None,
         user_agent: str | None = None,
     ) -> IssuedToken:
         """Authenticate the app by key and secret and issue an access token (R19).
 
         Without ``account``, a trusted app gets a client-credentials token acting for its
         owner. With ``account``, the token acts for that account, which must have the app
-        installed (the authorization-code flow ends here).
+        installed, and only on a user's approval: ``approved_by`` names the user of the
+        account who approved it (whoever the app is, trusted or not). The token's grant is
+        then `Grant.USER_APPROVAL`, and the `EventKind.TOKEN_ISSUED` event records the
+        user. (The OAuth authorization-code flow issues its tokens through `exchange_code`,
+        from the code the user approved.)
+
+        A wrong key, a wrong secret, and a wrong secret of a disabled or removed app are
+        all denied with one reason, ``bad_credentials`` (R25): what else would deny the
+        request is told only to a caller who authenticated.
+
+        >>> from appregistry import Registry
+        >>> from appregistry.storage.memory import MemoryStorage
+        >>> registry = Registry(storage=MemoryStorage())
+        >>> new = registry.register_app("acme", name="MyApp", homepage="http://example.com/",
+        ...     admin_email="admin@example.com", redirect_url="https://example.com/cb")
+        >>> _ = registry.permit_account("globex", by="provider")
+        >>> _ = registry.install_app(new.app.key, "globex", by="alice")
+        >>> issued = registry.issue_token(new.app.key, new.secret, account="globex",
+        ...                               approved_by="alice")
+        >>> issued.record.account, str(issued.record.grant)
+        ('globex', 'user_approval')
+        >>> registry.issue_token(new.app.key, new.secret, account="globex")
+        Traceback (most recent call last):
+        ...
+        appregistry.errors.ValidationError: approved_by: approved_by is required
 
         Raises:
             Denied: Any reason at all. Its message is the same for every reason, so a caller
                 cannot tell an unknown key from a wrong secret (R25); ``error.decision`` says
                 why, for logs.
-            ValidationError: ``account`` or ``user_agent`` is malformed, or ``key`` or
-                ``secret`` is not text or longer than 512 characters.
+            ValidationError: ``account``, ``approved_by`` or ``user_agent`` is malformed,
+                ``account`` is given without ``approved_by`` or ``approved_by`` without
+                ``account``, or ``key`` or ``secret`` is not text or longer than 512
+                characters. Nothing is written.
         """
         problems = Problems()
         if account is not None:
             account = problems.identifier("account", account)
+            approved_by = problems.identifier("approved_by", approved_by)
+        elif approved_by is not None:
+            problems.add(
+                "approved_by",
+                "unexpected",
+                "approved_by names who approved a token for an account; give account too",
+            )
         user_agent = problems.text(
             "user_agent", user_agent, max_length=MAX_USER_AGENT_LENGTH, required=False
         )
@@ -74,44 +110,48 @@ class _Tokens(_RegistryBase):
             # account it would act for (the owner's for client credentials: suspending the
             # owner's installation stops the app there too, R12).
             context = tx.apps.get_context(key, account) if _is_id(key) else None
-            app = context.app if context is not None else None
             # Always compare, even for an unknown key, so both take the same time (R25).
             credentials_valid = self._secret_valid(
                 context.secret if context is not None else None, secret, now
             )
-            client_credentials = account is None
-            acting_for = context.account if context is not None else account
-            request = AccessRequest(
-                Action.ISSUE_TOKEN,
-                app=app,
-                account=acting_for,
-                installation=context.installation if context is not None else None,
-                permission=context.permission if context is not None else None,
-                needs_installation=not client_credentials,
-                needs_trust=client_credentials,
-                credentials_valid=credentials_valid,
-            )
-            decision = self._policy.evaluate(request, now)
-            grant = Grant.CLIENT_CREDENTIALS if client_credentials else Grant.AUTHORIZATION_CODE
-            if decision.allowed and app is not None and acting_for is not None:
+            if not credentials_valid or context is None:
+                # Nothing else is told to a caller who has not authenticated (R25): not
+                # whether the key exists, nor whether its app is disabled.
+                decision = _BAD_CREDENTIALS
+            else:
+                decision = self._issue_decision(context, account, now)
+            if decision.allowed and context is not None:
+                app, acting_for = context.app, context.account
+                grant = Grant.CLIENT_CREDENTIALS if account is None else Grant.USER_APPROVAL
                 record = self._new_access_token(
                     app.key, acting_for, grant, now, user_agent=user_agent
                 )
                 tx.tokens.add(record, digest)
-                events.append(
-                    Event(
-                        EventKind.TOKEN_ISSUED,
-                        now,
-                        app.key,
-                        acting_for,
-                        {"token_id": record.token_id, "grant": str(record.grant)},
-                    )
-                )
+                details = {"token_id": record.token_id, "grant": str(record.grant)}
+                if approved_by is not None:
+                    details["approved_by"] = approved_by
+                events.append(Event(EventKind.TOKEN_ISSUED, now, app.key, acting_for, details))
                 return IssuedToken(token, record)
         # Denied, and nothing written. A failed authentication is counted and told first.
         if not credentials_valid:
             self._authentication_failed(key, now)
         raise Denied(decision, "invalid client credentials, or the app may not act")
+
+    def _issue_decision(self, context: AppContext, account: str | None, now: datetime) -> Decision:
+        # The policy on an authenticated app's request for a token: for its owner by client
+        # credentials (``account`` is None), or for ``account`` on a user's approval.
+        client_credentials = account is None
+        request = AccessRequest(
+            Action.ISSUE_TOKEN,
+            app=context.app,
+            account=context.account,
+            installation=context.installation,
+            permission=context.permission,
+            needs_installation=not client_credentials,
+            needs_trust=client_credentials,
+            credentials_valid=True,
+        )
+        return self._policy.evaluate(request, now)
 
     def check_token(self, token: str) -> TokenCheck:
         """May this access token act now? One storage round trip, then the pure policy.
@@ -148,27 +188,59 @@ class _Tokens(_RegistryBase):
     def list_tokens(
         self,
         key: str,
-        account: str,
+        account: str | None = None,
         *,
         search: str | None = None,
         page: int = 1,
         per_page: int = 10,
+        after: str | None = None,
+        before: str | None = None,
     ) -> Page[AccessToken]:
-        """A page of the live tokens of the app on the account, soonest expiry first (R26).
+        """A page of the app's live tokens on the account, soonest expiry first (R26).
 
-        ``search`` matches the user agent, case-insensitively.
+        Without ``account``, every account's live tokens of the app, ordered by account and
+        then as for one account: the provider's view of an app. ``search`` matches the user
+        agent, case-insensitively. Paging and cursors work as in `list_apps`.
 
         Raises:
             AppNotFound: No app has ``key``.
-            ValidationError: Bad account, paging or search text.
+            ValidationError: Bad account, paging, search text or cursor.
+
+        >>> from appregistry import Registry
+        >>> from appregistry.storage.memory import MemoryStorage
+        >>> registry = Registry(storage=MemoryStorage())
+        >>> new = registry.register_app("acme", name="MyApp", homepage="http://example.com/",
+        ...     admin_email="admin@example.com", redirect_url="https://example.com/cb")
+        >>> for account in ("org-2", "org-1"):
+        ...     _ = registry.permit_account(account, by="sp-admin")
+        ...     _ = registry.install_app(new.app.key, account, by="alice")
+        ...     _ = registry.issue_token(new.app.key, new.secret, account=account,
+        ...                              approved_by="alice")
+        >>> [t.account for t in registry.list_tokens(new.app.key).items]
+        ['org-1', 'org-2']
+        >>> [t.account for t in registry.list_tokens(new.app.key, "org-2").items]
+        ['org-2']
         """
         problems = Problems()
-        account = problems.identifier("account", account)  # type: ignore[assignment]
-        query = self._query(problems, search, page, per_page)
+        if account is not None:
+            account = problems.identifier("account", account)
+        kind = ListKind.ALL_TOKENS if account is None else ListKind.TOKENS
+        query = list_query(
+            problems,
+            kind,
+            search=search,
+            page=page,
+            per_page=per_page,
+            after=after,
+            before=before,
+        )
         now = self._now()
         with self._transaction() as (tx, _):
             self._app(tx, key)
-            return tx.tokens.list(key, account, query, now=now)
+            found = tx.tokens.list(key, account, query, now=now)
+        if account is None:
+            return with_cursors(kind, found, lambda t: (t.account, t.expires_at, t.token_id))
+        return with_cursors(kind, found, lambda t: (t.expires_at, t.token_id))
 
     def remove_tokens(
         self, token_ids: Collection[str], *, key: str | None = None, account: str | None = None
@@ -290,6 +362,8 @@ _token_check: Final[Callable[[tuple[Decision, AccessToken]], TokenCheck]] = func
     tuple.__new__, TokenCheck
 )
 _UNKNOWN_TOKEN: Final = TokenCheck(Decision(Reason.TOKEN_UNKNOWN, "the token is not known"))
+# The one answer to a caller whose key and secret do not authenticate (R25).
+_BAD_CREDENTIALS: Final = Decision(Reason.BAD_CREDENTIALS, "the key or secret is wrong")
 
 
 def _group_ids(tokens: Sequence[AccessToken]) -> dict[tuple[str, str], list[str]]:

@@ -25,6 +25,7 @@ from .._validation import MAX_PER_PAGE
 from ..errors import (
     AppRegistryError,
     Denied,
+    FieldProblem,
     LimitExceeded,
     NotFound,
     SecretNotRetrievable,
@@ -81,6 +82,19 @@ def _instant(value: str) -> datetime:
         ) from None
 
 
+# An app's fields as ``apps register`` and ``apps edit`` take them: flag, metavar, help, and
+# whether registering needs it.
+_APP_FIELDS = (
+    ("--name", "NAME", "", True),
+    ("--homepage", "URL", "", True),
+    ("--admin-email", "EMAIL", "", True),
+    ("--redirect-url", "URL", "https only", True),
+    ("--description", "TEXT", "", False),
+    ("--image-url", "URL", "", False),
+    ("--admin-phone", "PHONE", "international, e.g. +40 21 312 0000", False),
+)
+
+
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the examples in descriptions as written."""
 
@@ -134,11 +148,29 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declarativ
             parser.add_argument(positional, metavar=positional.upper())
         return parser
 
+    def app_fields(parser: argparse.ArgumentParser, *, required: bool) -> None:
+        """An app's fields, with the same metavars and help in ``register`` and ``edit``."""
+        for flag, metavar, summary, needed in _APP_FIELDS:
+            parser.add_argument(
+                flag, required=required and needed, metavar=metavar, help=summary or None
+            )
+
     def paging(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--search", metavar="TEXT", help="case-insensitive text to match")
         parser.add_argument("--page", type=_positive, default=1, metavar="N")
         parser.add_argument(
             "--per-page", type=_per_page, default=10, metavar="N", help="10, 25 or 100 (max 1000)"
+        )
+        cursor = parser.add_mutually_exclusive_group()
+        cursor.add_argument(
+            "--after",
+            metavar="CURSOR",
+            help="the page after the one whose JSON gave this 'after' (with --page N+1)",
+        )
+        cursor.add_argument(
+            "--before",
+            metavar="CURSOR",
+            help="the page before the one whose JSON gave this 'before' (with --page N-1)",
         )
 
     # apps ---------------------------------------------------------------------------------
@@ -151,13 +183,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declarativ
         "--admin-email admin@exämple.com --redirect-url https://example.com/MyApp/handler",
     )
     p.add_argument("--owner", required=True, metavar="ACCOUNT")
-    p.add_argument("--name", required=True)
-    p.add_argument("--homepage", required=True, metavar="URL")
-    p.add_argument("--admin-email", required=True, metavar="EMAIL")
-    p.add_argument("--redirect-url", required=True, metavar="URL", help="https only")
-    p.add_argument("--description", metavar="TEXT")
-    p.add_argument("--image-url", metavar="URL")
-    p.add_argument("--admin-phone", metavar="PHONE", help="international, e.g. +40 21 312 0000")
+    app_fields(p, required=True)
     p.add_argument("--trusted", action="store_true", help="may get tokens by key and secret")
     p.add_argument("--import-key", metavar="KEY", help="keep an existing 32-character key")
     p.add_argument(
@@ -177,20 +203,33 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declarativ
         "appregistry apps edit KEY --name 'My App' --untrusted",
         "key",
     )
-    for flag in ("name", "description", "homepage", "image-url", "admin-email", "admin-phone"):
-        p.add_argument(f"--{flag}")
-    p.add_argument("--redirect-url")
+    app_fields(p, required=False)
     trust = p.add_mutually_exclusive_group()
-    trust.add_argument("--trusted", dest="trusted", action="store_true", default=None)
-    trust.add_argument("--untrusted", dest="trusted", action="store_false")
+    trust.add_argument(
+        "--trusted",
+        dest="trusted",
+        action="store_true",
+        default=None,
+        help="may get tokens by key and secret",
+    )
+    trust.add_argument(
+        "--untrusted", dest="trusted", action="store_false", help="gets tokens only on approval"
+    )
 
     for name, summary in (
         ("enable", "Enable an app: unexpired tokens work again."),
         ("disable", "Disable an app: no new tokens, old ones do not act."),
-        ("remove", "Remove an app, its installations and tokens."),
         ("regenerate-secret", "New secret; the old one and all the app's tokens stop working."),
     ):
         leaf(apps, name, summary, f"appregistry apps {name} KEY", "key")
+    p = leaf(
+        apps,
+        "remove",
+        "Remove apps, with their installations and tokens: all of them, or none if a key "
+        "names no app.",
+        "appregistry apps remove KEY [KEY ...]",
+    )
+    p.add_argument("keys", nargs="+", metavar="KEY")
 
     p = leaf(
         apps,
@@ -234,6 +273,13 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declarativ
         "appregistry accounts forbid org-1",
         "account",
     )
+    p = leaf(
+        accounts,
+        "list",
+        "List the accounts permitted to use apps, with who permitted each and when.",
+        "appregistry accounts list --search org",
+    )
+    paging(p)
 
     # installs -----------------------------------------------------------------------------
     installs = group("installs", "apps installed (authorized) on accounts")
@@ -249,17 +295,34 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declarativ
     p = leaf(
         installs,
         "list",
-        "List the apps installed on an account with their Access Tokens.",
+        "List an account's App Management: the apps installed on it, and its own apps that "
+        "have live tokens for it, with their Access Tokens.",
         "appregistry installs list org-1",
         "account",
+    )
+    paging(p)
+    p = leaf(
+        installs,
+        "accounts",
+        "List the accounts an app is installed on.",
+        "appregistry installs accounts KEY",
+        "key",
     )
     paging(p)
     for name, summary in (
         ("suspend", "Suspend an app on one account."),
         ("resume", "Resume a suspended app on one account."),
-        ("remove", "Uninstall an app from an account; its tokens there are removed."),
     ):
         leaf(installs, name, summary, f"appregistry installs {name} KEY org-1", "key", "account")
+    p = leaf(
+        installs,
+        "remove",
+        "Uninstall apps from an account; their tokens there are removed. All of them, or "
+        "none if one is not installed there.",
+        "appregistry installs remove KEY [KEY ...] org-1",
+    )
+    p.add_argument("keys", nargs="+", metavar="KEY")
+    p.add_argument("account", metavar="ACCOUNT")
 
     # tokens -------------------------------------------------------------------------------
     tokens = group("tokens", "issue, check, list and remove access tokens")
@@ -267,21 +330,27 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declarativ
         tokens,
         "issue",
         "Issue an access token: trusted apps by key and secret, or for an account that "
-        "installed the app.",
-        "appregistry tokens issue --key KEY --secret - --account org-1 --user-agent curl/8",
+        "installed the app, on the approval of one of its users (--approved-by).",
+        "appregistry tokens issue --key KEY --secret - --account org-1 --approved-by alice "
+        "--user-agent curl/8",
     )
     p.add_argument("--key", required=True)
     p.add_argument("--secret", required=True, help="the app secret ('-' reads stdin)")
     p.add_argument("--account", metavar="ACCOUNT", help="act for this account")
+    p.add_argument(
+        "--approved-by",
+        metavar="USER",
+        help="the account's user who approved the token (required with --account)",
+    )
     p.add_argument("--user-agent", metavar="UA")
     p = leaf(
         tokens,
         "list",
-        "List an app's live tokens on an account.",
-        "appregistry tokens list KEY org-1 --search perl",
+        "List an app's live tokens on an account, or on every account without one.",
+        "appregistry tokens list KEY org-1 --search perl  |  appregistry tokens list KEY",
         "key",
-        "account",
     )
+    p.add_argument("account", nargs="?", metavar="ACCOUNT")
     paging(p)
     p = leaf(
         tokens,
@@ -314,8 +383,8 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declarativ
         leaf(
             groups,
             "serve",
-            "Serve the OAuth 2.0 endpoints on the database (development and demos).",
-            "appregistry serve --port 8080 --dev-account org-1",
+            "Serve the management pages and the OAuth 2.0 endpoints (development and demos).",
+            "appregistry serve --port 8080 --dev-sign-in",
         )
     )
     return root
@@ -345,7 +414,7 @@ def execute(registry: Registry, args: argparse.Namespace) -> Outcome:
     try:
         return handler(registry, args)
     except ValidationError as exc:
-        lines = [f"{p.field}: {p.message} [{p.code}]" for p in exc.problems]
+        lines = [f"{p.field}: {_said_once(p)} [{p.code}]" for p in exc.problems]
         data = {
             "error": "validation",
             "problems": [
@@ -369,6 +438,23 @@ def execute(registry: Registry, args: argparse.Namespace) -> Outcome:
         elif isinstance(exc, SecretNotRetrievable):
             kind = "secret_not_retrievable"
         return Outcome(str(exc), {"error": kind, "message": str(exc)}, EXIT_DENIED)
+
+
+def _said_once(problem: FieldProblem) -> str:
+    """The problem's message without the field's name, which the line already starts with.
+
+    >>> _said_once(FieldProblem("admin_email", "invalid_email", "admin_email is not valid"))
+    'not valid'
+    >>> _said_once(FieldProblem("name", "too_long", "name must be at most 80 characters"))
+    'must be at most 80 characters'
+    >>> _said_once(FieldProblem("homepage", "invalid_host", "label 'a' mixes scripts"))
+    "label 'a' mixes scripts"
+    """
+    message = problem.message
+    for prefix in (f"{problem.field} is ", f"{problem.field} "):
+        if message.startswith(prefix):
+            return message[len(prefix) :]
+    return message
 
 
 def _emit(outcome: Outcome, *, as_json: bool, out: TextIO, err: TextIO) -> None:
@@ -401,7 +487,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.group == "serve":
         try:
             return _serve.serve(
-                registry, host=args.host, port=args.port, dev_account=args.dev_account
+                registry,
+                host=args.host,
+                port=args.port,
+                dev_account=args.dev_account,
+                dev_sign_in=args.dev_sign_in,
+                reveal_secrets=bool(os.environ.get("APPREGISTRY_ENCRYPTION_KEY", "").strip()),
             )
         finally:
             registry.close()

@@ -84,11 +84,20 @@ def apps_register(registry: Registry, args: argparse.Namespace) -> Outcome:
     return Outcome(text, data)
 
 
+def _paging(args: argparse.Namespace) -> dict[str, Any]:
+    """The paging options every list takes."""
+    return {
+        "search": args.search,
+        "page": args.page,
+        "per_page": args.per_page,
+        "after": args.after,
+        "before": args.before,
+    }
+
+
 def apps_list(registry: Registry, args: argparse.Namespace) -> Outcome:
     """The registered apps (or one owner's) with their Instances."""
-    page = registry.list_apps(
-        owner=args.owner, search=args.search, page=args.page, per_page=args.per_page
-    )
+    page = registry.list_apps(owner=args.owner, **_paging(args))
     return Outcome(_render.apps_table(page), _render.page_json(page))
 
 
@@ -127,9 +136,11 @@ def apps_disable(registry: Registry, args: argparse.Namespace) -> Outcome:
 
 
 def apps_remove(registry: Registry, args: argparse.Namespace) -> Outcome:
-    """Remove an app with its installations and tokens."""
-    registry.remove_app(args.key)
-    return Outcome(f"Removed app {args.key}", {"removed": args.key})
+    """Remove apps with their installations and tokens: all of them, or none."""
+    keys = list(dict.fromkeys(args.keys))
+    registry.remove_apps(keys)
+    text = f"Removed app {keys[0]}" if len(keys) == 1 else f"Removed {len(keys)} apps"
+    return Outcome(text, {"removed": keys})
 
 
 def apps_regenerate_secret(registry: Registry, args: argparse.Namespace) -> Outcome:
@@ -200,6 +211,12 @@ def accounts_forbid(registry: Registry, args: argparse.Namespace) -> Outcome:
     )
 
 
+def accounts_list(registry: Registry, args: argparse.Namespace) -> Outcome:
+    """The accounts permitted to use apps, with who permitted each and when."""
+    page = registry.list_permissions(**_paging(args))
+    return Outcome(_render.permissions_table(page), _render.page_json(page))
+
+
 def installs_add(registry: Registry, args: argparse.Namespace) -> Outcome:
     """Install (authorize) an app on an account."""
     installation = registry.install_app(args.key, args.account, by=args.by)
@@ -212,10 +229,14 @@ def installs_add(registry: Registry, args: argparse.Namespace) -> Outcome:
 
 def installs_list(registry: Registry, args: argparse.Namespace) -> Outcome:
     """The apps installed on an account, with their Access Tokens counts."""
-    page = registry.list_installations(
-        args.account, search=args.search, page=args.page, per_page=args.per_page
-    )
+    page = registry.list_installations(args.account, **_paging(args))
     return Outcome(_render.installations_table(page), _render.page_json(page))
+
+
+def installs_accounts(registry: Registry, args: argparse.Namespace) -> Outcome:
+    """The accounts an app is installed on."""
+    page = registry.list_app_installations(args.key, **_paging(args))
+    return Outcome(_render.app_installations_table(page), _render.page_json(page))
 
 
 def installs_suspend(registry: Registry, args: argparse.Namespace) -> Outcome:
@@ -231,11 +252,13 @@ def installs_resume(registry: Registry, args: argparse.Namespace) -> Outcome:
 
 
 def installs_remove(registry: Registry, args: argparse.Namespace) -> Outcome:
-    """Uninstall an app from an account, removing that account's tokens for it."""
-    removed = registry.uninstall_app(args.key, args.account)
+    """Uninstall apps from an account, removing that account's tokens for them."""
+    keys = list(dict.fromkeys(args.keys))
+    removed = registry.uninstall_apps(keys, args.account)
+    named = keys[0] if len(keys) == 1 else f"{len(keys)} apps"
     return Outcome(
-        f"Removed {args.key} from {args.account} ({removed} token(s) removed)",
-        {"key": args.key, "account": args.account, "tokens_removed": removed},
+        f"Removed {named} from {args.account} ({removed} token(s) removed)",
+        {"keys": keys, "account": args.account, "tokens_removed": removed},
     )
 
 
@@ -245,7 +268,11 @@ def installs_remove(registry: Registry, args: argparse.Namespace) -> Outcome:
 def tokens_issue(registry: Registry, args: argparse.Namespace) -> Outcome:
     """Issue an access token for the app (key and secret), as the token endpoint would."""
     issued = registry.issue_token(
-        args.key, _read_secret(args.secret), account=args.account, user_agent=args.user_agent
+        args.key,
+        _read_secret(args.secret),
+        account=args.account,
+        approved_by=args.approved_by,
+        user_agent=args.user_agent,
     )
     record = issued.record
     text = "\n".join(
@@ -269,11 +296,10 @@ def tokens_issue(registry: Registry, args: argparse.Namespace) -> Outcome:
 
 
 def tokens_list(registry: Registry, args: argparse.Namespace) -> Outcome:
-    """The live tokens of an app on an account: Expires and User Agent."""
-    page = registry.list_tokens(
-        args.key, args.account, search=args.search, page=args.page, per_page=args.per_page
-    )
-    return Outcome(_render.tokens_table(page), _render.page_json(page))
+    """The live tokens of an app on an account, or on every account: Expires, User Agent."""
+    page = registry.list_tokens(args.key, args.account, **_paging(args))
+    table = _render.tokens_table(page, accounts=args.account is None)
+    return Outcome(table, _render.page_json(page))
 
 
 def tokens_remove(registry: Registry, args: argparse.Namespace) -> Outcome:
@@ -330,8 +356,10 @@ COMMANDS: dict[str, Handler] = {
     "apps reencrypt-secrets": apps_reencrypt_secrets,
     "accounts permit": accounts_permit,
     "accounts forbid": accounts_forbid,
+    "accounts list": accounts_list,
     "installs add": installs_add,
     "installs list": installs_list,
+    "installs accounts": installs_accounts,
     "installs suspend": installs_suspend,
     "installs resume": installs_resume,
     "installs remove": installs_remove,

@@ -61,20 +61,21 @@ def _story(walk: _Walk) -> None:
     key, secret = new["key"], new["secret"]
     walk.run("apps", "show", key)
 
+    def issue(*extra: str, expect: int = 0, shown: str = "***") -> Any:
+        """``tokens issue`` of the app for org-1, approved by alice; the secret is not echoed."""
+        argv = ["--account", _ACCOUNT, "--approved-by", "alice", *extra]
+        return walk.run(
+            "tokens", "issue", "--key", key, "--secret", secret, *argv,
+            expect=expect, show=f"tokens issue --key {key} --secret {shown} {shlex.join(argv)}",
+        )  # fmt: skip
+
     walk.say("The service provider lets account org-1 use apps; a user there installs MyApp.")
     walk.run("accounts", "permit", _ACCOUNT, "--by", "sp-admin")
     walk.run("installs", "add", key, _ACCOUNT, "--by", "alice")
 
-    walk.say("The app obtains two access tokens for org-1 (the authorization-code flow's end).")
-    hidden = f"tokens issue --key {key} --secret *** --account {_ACCOUNT} --user-agent"
-    first = walk.run(
-        "tokens", "issue", "--key", key, "--secret", secret, "--account", _ACCOUNT,
-        "--user-agent", "libwww-perl 5.833", show=f"{hidden} 'libwww-perl 5.833'",
-    )  # fmt: skip
-    second = walk.run(
-        "tokens", "issue", "--key", key, "--secret", secret, "--account", _ACCOUNT,
-        "--user-agent", "curl/8.5.0", show=f"{hidden} curl/8.5.0",
-    )  # fmt: skip
+    walk.say("Alice approves two access tokens of the app for org-1.")
+    first = issue("--user-agent", "libwww-perl 5.833")
+    second = issue("--user-agent", "curl/8.5.0")
     walk.run("installs", "list", _ACCOUNT)
     walk.run("tokens", "list", key, _ACCOUNT)
     walk.run("apps", "list")
@@ -83,10 +84,7 @@ def _story(walk: _Walk) -> None:
     walk.say("The provider disables the app: its tokens stop acting, and it gets no new ones.")
     walk.run("apps", "disable", key)
     walk.run("tokens", "check", first["token"], expect=1, show="tokens check <first token>")
-    walk.run(
-        "tokens", "issue", "--key", key, "--secret", secret, "--account", _ACCOUNT,
-        expect=1, show=f"tokens issue --key {key} --secret *** --account {_ACCOUNT}",
-    )  # fmt: skip
+    issue(expect=1)
 
     walk.say("Enabled again, the unexpired tokens work again.")
     walk.run("apps", "enable", key)
@@ -95,28 +93,22 @@ def _story(walk: _Walk) -> None:
     walk.say("The first token was compromised: remove it. The app may still get new ones.")
     walk.run("tokens", "remove", first["token_id"])
     walk.run("tokens", "check", first["token"], expect=1, show="tokens check <first token>")
-    third = walk.run(
-        "tokens", "issue", "--key", key, "--secret", secret, "--account", _ACCOUNT,
-        show=f"tokens issue --key {key} --secret *** --account {_ACCOUNT}",
-    )  # fmt: skip
+    third = issue()
     walk.run("tokens", "check", third["token"], show="tokens check <new token>")
 
     walk.say("Regenerating the secret voids the old secret and every token of the app.")
     walk.run("apps", "regenerate-secret", key)
     walk.run("tokens", "check", second["token"], expect=1, show="tokens check <second token>")
     walk.run("tokens", "check", third["token"], expect=1, show="tokens check <new token>")
-    walk.run(
-        "tokens", "issue", "--key", key, "--secret", secret, "--account", _ACCOUNT,
-        expect=1, show=f"tokens issue --key {key} --secret <old secret> --account {_ACCOUNT}",
-    )  # fmt: skip
+    issue(expect=1, shown="<old secret>")
     walk.run("installs", "list", _ACCOUNT)
 
-    walk.say("Removing the app removes its installations and tokens; its key never works again.")
+    walk.say(
+        "Removing the app removes its installations and tokens; its key never works again, and "
+        "is answered as a wrong secret is."
+    )
     walk.run("apps", "remove", key)
-    walk.run(
-        "tokens", "issue", "--key", key, "--secret", secret, "--account", _ACCOUNT,
-        expect=1, show=f"tokens issue --key {key} --secret *** --account {_ACCOUNT}",
-    )  # fmt: skip
+    issue(expect=1)
     walk.run("apps", "list")
 
 

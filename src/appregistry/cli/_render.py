@@ -4,20 +4,30 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
 
-from .._records import AccessToken, App, AppListing, InstallationListing, Page
+from .._records import (
+    AccessToken,
+    App,
+    AppListing,
+    AppsPermission,
+    Installation,
+    InstallationListing,
+    Page,
+)
 from .._validation import display_url
 
 __all__ = [
     "app_detail",
+    "app_installations_table",
     "apps_table",
     "installations_table",
     "jsonable",
     "page_json",
+    "permissions_table",
     "tokens_table",
 ]
 
@@ -47,13 +57,15 @@ def jsonable(value: Any) -> Any:
 
 
 def page_json(page: Page[Any]) -> dict[str, Any]:
-    """A page as JSON: its items and where it stands in the list."""
+    """A page as JSON: its items, where it stands in the list, and its cursors."""
     return {
         "items": [jsonable(item) for item in page.items],
         "total": page.total,
         "page": page.page,
         "per_page": page.per_page,
         "pages": page.pages,
+        "after": page.after,
+        "before": page.before,
     }
 
 
@@ -63,7 +75,14 @@ def _date(when: datetime) -> str:
 
 
 def _datetime(when: datetime) -> str:
-    return f"{_date(when)} {when:%H:%M:%S}"
+    """The date and time in UTC, saying so: a terminal's reader may be anywhere.
+
+    >>> from datetime import timedelta, timezone
+    >>> _datetime(datetime(2015, 4, 20, 12, 56, 40, tzinfo=timezone(timedelta(hours=3))))
+    'Apr 20, 2015 09:56:40 UTC'
+    """
+    utc = when.astimezone(UTC)
+    return f"{_date(utc)} {utc:%H:%M:%S} UTC"
 
 
 def _shorten(text: str | None, width: int = _DESCRIPTION_WIDTH) -> str:
@@ -111,13 +130,20 @@ def apps_table(page: Page[AppListing]) -> str:
 
 
 def installations_table(page: Page[InstallationListing]) -> str:
-    """The account's apps: S, App, Key, Description, Access Tokens, Configured, By."""
+    """The account's apps: S, App, Key, Description, Access Tokens, Configured, By.
+
+    The account's own app listed for its client-credentials tokens, not installed, shows
+    "own" for its status and nothing under Configured and By.
+    """
     rows = []
     for row in page.items:
+        installation = row.installation
         status = "on"
         if not row.app.enabled:
             status = "off"
-        elif row.installation.suspended:
+        elif installation is None:
+            status = "own"
+        elif installation.suspended:
             status = "susp"
         rows.append(
             [
@@ -126,23 +152,51 @@ def installations_table(page: Page[InstallationListing]) -> str:
                 row.app.key,
                 _shorten(row.app.description),
                 f"{row.access_tokens} token(s)",
-                _date(row.installation.installed_at),
-                row.installation.installed_by,
+                "" if installation is None else _datetime(installation.installed_at),
+                "" if installation is None else installation.installed_by,
             ]
         )
     headers = ["S", "App", "Key", "Description", "Access Tokens", "Configured", "By"]
     return "\n".join([*_table(headers, rows), _footer(page, "App(s)")])
 
 
-def tokens_table(page: Page[AccessToken]) -> str:
-    """The "Active Access Tokens" window: Token ID, Expires, User Agent."""
+def app_installations_table(page: Page[Installation]) -> str:
+    """The accounts an app is installed on: S, Account, Configured, By."""
     rows = [
-        [token.token_id, _datetime(token.expires_at), token.user_agent or ""]
+        [
+            "susp" if row.suspended else "on",
+            row.account,
+            _datetime(row.installed_at),
+            row.installed_by,
+        ]
+        for row in page.items
+    ]
+    headers = ["S", "Account", "Configured", "By"]
+    return "\n".join([*_table(headers, rows), _footer(page, "account(s)")])
+
+
+def permissions_table(page: Page[AppsPermission]) -> str:
+    """The accounts permitted to use apps: Account, Permitted, By."""
+    rows = [[row.account, _datetime(row.granted_at), row.granted_by] for row in page.items]
+    return "\n".join([*_table(["Account", "Permitted", "By"], rows), _footer(page, "account(s)")])
+
+
+def tokens_table(page: Page[AccessToken], *, accounts: bool = False) -> str:
+    """The "Active Access Tokens" window: Token ID, Expires, User Agent.
+
+    With ``accounts``, each token's account too, first: the tokens of every account.
+    """
+    rows = [
+        [
+            *([token.account] if accounts else []),
+            token.token_id,
+            _datetime(token.expires_at),
+            token.user_agent or "",
+        ]
         for token in page.items
     ]
-    return "\n".join(
-        [*_table(["Token ID", "Expires", "User Agent"], rows), _footer(page, "token(s)")]
-    )
+    headers = [*(["Account"] if accounts else []), "Token ID", "Expires", "User Agent"]
+    return "\n".join([*_table(headers, rows), _footer(page, "token(s)")])
 
 
 def app_detail(app: App) -> str:

@@ -1,54 +1,54 @@
-"""``appregistry serve``: the OAuth 2.0 endpoints on the registry's database, for development.
+"""``appregistry serve``: the pages and the OAuth 2.0 endpoints on one port, for development.
 
-A standard-library HTTP server (``wsgiref``, one thread per request) runs
-`appregistry.oauth2.make_wsgi_app`. It speaks plain HTTP: put it behind TLS, or keep it on
+One ASGI application on uvicorn: the management pages (`appregistry.web`) under
+``/manage/``, the OAuth 2.0 endpoints (`appregistry.oauth2`) at their usual paths, one
+signed session cookie for both. It speaks plain HTTP: put it behind TLS, or keep it on
 loopback, as the default host does.
+
+Slow clients cannot pin the server: connections are bounded (`MAX_CONNECTIONS`, 503
+beyond), idle keep-alive connections close after `KEEP_ALIVE` seconds, and a request body
+must arrive within `BODY_TIMEOUT` seconds (408) before any worker thread sees it.
 """
 
 from __future__ import annotations
 
 import argparse
-import socketserver
+import logging
+import secrets
+import socket
 import sys
-import urllib.parse
-from typing import TextIO
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-from wsgiref.types import WSGIApplication
+from collections.abc import Callable
+from typing import Any, Final, TextIO
 
 from .._registry import Registry
 from .._validation import Problems
 
-__all__ = ["add_arguments", "make_http_server", "serve"]
+__all__ = [
+    "BODY_TIMEOUT",
+    "DEFAULT_PORT",
+    "KEEP_ALIVE",
+    "MANAGE_PATH",
+    "MAX_CONNECTIONS",
+    "add_arguments",
+    "build_app",
+    "serve",
+]
 
 EXIT_OK, EXIT_USAGE = 0, 2
+#: The port ``serve`` listens on unless told.
+DEFAULT_PORT: Final = 8080
+#: Where the management pages are mounted.
+MANAGE_PATH: Final = "/manage"
+#: The most connections served at once; more are answered 503.
+MAX_CONNECTIONS: Final = 200
+#: Seconds an idle keep-alive connection stays open.
+KEEP_ALIVE: Final = 5
+#: Seconds a client has to send a request's body.
+BODY_TIMEOUT: Final = 10.0
+# The largest body read: the pages' forms and the OAuth 2.0 endpoints' both fit.
+_MAX_BODY: Final = 128 * 1024
 
-
-class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
-    """One thread per request, so a slow client does not hold up the others."""
-
-    daemon_threads = True
-
-
-class _Handler(WSGIRequestHandler):
-    """Logs each request's method, path and status, never its query string."""
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        # The query string can carry a bearer token (accessRequestToken=...).
-        # A request line that did not parse leaves no path or command behind.
-        path = urllib.parse.urlsplit(getattr(self, "path", "")).path
-        command = getattr(self, "command", None) or "-"
-        self.log_message('"%s %s" %s %s', command, path, code, size)
-
-    def log_error(self, format: str, *args: object) -> None:  # noqa: A002, ARG002 - base signature
-        # send_error's messages quote the raw request line, query string (and token) included:
-        # keep only the status code.
-        code = args[0] if args and isinstance(args[0], int) else "-"
-        self.log_message("refused a malformed request: status %s", code)
-
-
-def make_http_server(app: WSGIApplication, host: str, port: int) -> WSGIServer:
-    """A threading ``wsgiref`` server for ``app`` on ``host:port`` (port 0: any free port)."""
-    return make_server(host, port, app, server_class=_ThreadingServer, handler_class=_Handler)
+logger = logging.getLogger("appregistry.serve")
 
 
 def _port(value: str) -> int:
@@ -60,26 +60,217 @@ def _port(value: str) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``appregistry serve``."""
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
     parser.add_argument(
-        "--port", type=_port, default=8080, help="port to listen on (0: any free port)"
+        "--port",
+        type=_port,
+        default=DEFAULT_PORT,
+        help="port to listen on (default: %(default)s; 0: any free port)",
     )
-    parser.add_argument(
+    dev = parser.add_mutually_exclusive_group()
+    dev.add_argument(
+        "--dev-sign-in",
+        action="store_true",
+        help="DEVELOPMENT ONLY: a sign-in page where anyone may sign in as the provider "
+        "administrator or as a user of any account",
+    )
+    dev.add_argument(
         "--dev-account",
         metavar="ACCOUNT",
         help="DEVELOPMENT ONLY: treat every browser request as signed in to ACCOUNT",
     )
 
 
-def _dev_warning(account: str) -> str:
+def _dev_warning(what: str) -> str:
     rule = "*" * 78
-    return (
-        f"{rule}\n"
-        f"WARNING: --dev-account is on. EVERY browser request is treated as signed in\n"
-        f"to account {account!r}: anyone who can reach this server can approve apps\n"
-        f"for that account. For development and demos only.\n"
-        f"{rule}\n"
+    return f"{rule}\nWARNING: {what}\nFor development and demos only.\n{rule}\n"
+
+
+def build_app(
+    registry: Registry,
+    *,
+    dev_sign_in: bool = False,
+    dev_account: str | None = None,
+    reveal_secrets: bool = False,
+    session_secret: str | None = None,
+) -> Any:
+    """The ASGI application ``serve`` runs: the pages, the OAuth 2.0 endpoints, one session.
+
+    Args:
+        dev_sign_in: Add the development sign-in page; its choice signs in both the pages
+            and the consent page.
+        dev_account: Treat every request as signed in as a user of this account.
+        reveal_secrets: Offer "Reveal" on Edit App (the registry has an encryption key).
+        session_secret: Signs the session cookie; by default a new one per process.
+    """
+    from starlette.applications import Starlette  # noqa: PLC0415 - the web extra
+    from starlette.middleware import Middleware  # noqa: PLC0415
+    from starlette.middleware.sessions import SessionMiddleware  # noqa: PLC0415
+    from starlette.requests import Request  # noqa: PLC0415
+    from starlette.responses import RedirectResponse  # noqa: PLC0415
+    from starlette.routing import Mount, Route  # noqa: PLC0415
+
+    from ..oauth2 import SignedInUser  # noqa: PLC0415 - the oauth2 extra
+    from ..web import Role, WebUser, dev_session_user, make_app  # noqa: PLC0415
+
+    current_user: Callable[[Request], WebUser | None]
+    if dev_account is not None:
+        fixed = WebUser(dev_account, Role.ACCOUNT, dev_account)
+        current_user = lambda _request: fixed  # noqa: E731 - one line each way
+    elif dev_sign_in:
+        current_user = dev_session_user
+    else:
+        current_user = lambda _request: None  # noqa: E731
+
+    def consent_user(request: Request) -> SignedInUser | None:
+        user = current_user(request)
+        return SignedInUser(account=user.account, user=user.name) if user else None
+
+    pages = make_app(
+        registry,
+        current_user=current_user,
+        reveal_secrets=reveal_secrets,
+        unsafe_dev_sign_in=dev_sign_in,
     )
+    oauth = _oauth_app(
+        registry,
+        consent_user,
+        stylesheet_url=f"{MANAGE_PATH}/static/appregistry.css",
+        login_url=f"{MANAGE_PATH}/sign-in" if dev_sign_in else None,
+    )
+
+    async def home(_request: Request) -> RedirectResponse:
+        return RedirectResponse(f"{MANAGE_PATH}/", 303)
+
+    return Starlette(
+        routes=[Route("/", home), Mount(MANAGE_PATH, app=pages), Mount("", app=oauth)],
+        middleware=[
+            Middleware(_AccessLog),
+            Middleware(_BufferedBody),
+            # The one session of the pages (which use it when they find it) and the consent page.
+            Middleware(
+                SessionMiddleware,
+                secret_key=session_secret or secrets.token_urlsafe(32),
+                session_cookie="appregistry_session",
+                max_age=8 * 60 * 60,
+                same_site="lax",
+            ),
+        ],
+    )
+
+
+def _oauth_app(
+    registry: Registry,
+    consent_user: Callable[[Any], Any],
+    *,
+    stylesheet_url: str,
+    login_url: str | None,
+) -> Any:
+    from .. import oauth2  # noqa: PLC0415 - the oauth2 extra
+
+    make_asgi_app = getattr(oauth2, "make_asgi_app", None)
+    if make_asgi_app is not None:
+        return make_asgi_app(
+            registry,
+            current_user=consent_user,
+            stylesheet_url=stylesheet_url,
+            login_url=login_url,
+        )
+    # FALLBACK until appregistry.oauth2.make_asgi_app lands: the WSGI app through a2wsgi,
+    # its consent page reading the ASGI request (and its session) a2wsgi keeps in environ.
+    from a2wsgi import WSGIMiddleware  # noqa: PLC0415
+    from starlette.requests import Request  # noqa: PLC0415
+
+    def from_environ(environ: Any) -> Any:
+        scope = environ.get("asgi.scope")
+        return consent_user(Request(scope)) if scope is not None else None
+
+    wsgi_app: Any = oauth2.make_wsgi_app(
+        registry, current_user=from_environ, stylesheet_url=stylesheet_url, login_url=login_url
+    )
+    return WSGIMiddleware(wsgi_app)
+
+
+class _AccessLog:
+    """Logs each request's method, path and status; never the query string (tokens go there)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def record(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record)
+        finally:
+            path = scope.get("path", "").encode("unicode_escape").decode("ascii")
+            logger.info('"%s %s" %s', scope.get("method", "-"), path, status)
+
+
+class _BufferedBody:
+    """Reads a request's whole body, within `BODY_TIMEOUT`, before the app sees it.
+
+    Worker threads (the pages' views, the WSGI bridge) then never wait on a slow client.
+    Bodies over 128 KiB get 413 at once; both apps' own limits are below that.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        import anyio  # noqa: PLC0415 - comes with Starlette
+
+        if scope["type"] != "http" or scope["method"] in {"GET", "HEAD", "OPTIONS"}:
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        with anyio.move_on_after(BODY_TIMEOUT) as timer:
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    break
+                chunks.append(message.get("body", b""))
+                size += len(chunks[-1])
+                if size > _MAX_BODY:
+                    await _plain(send, 413, b"The request body is too large.")
+                    return
+                if not message.get("more_body", False):
+                    break
+        if timer.cancelled_caught:
+            await _plain(send, 408, b"The request body did not arrive in time.")
+            return
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Any:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _plain(send: Any, status: int, text: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")],
+        }
+    )
+    await send({"type": "http.response.body", "body": text})
 
 
 def serve(
@@ -88,44 +279,91 @@ def serve(
     host: str,
     port: int,
     dev_account: str | None = None,
+    dev_sign_in: bool = False,
+    reveal_secrets: bool = False,
     err: TextIO = sys.stderr,
 ) -> int:
-    """Serve the OAuth 2.0 endpoints on ``registry`` until interrupted; return the exit status.
+    """Serve the pages and the OAuth 2.0 endpoints on ``registry`` until interrupted.
 
-    Without ``dev_account`` nobody is signed in, so the consent page asks visitors to sign in;
-    the token, revocation and introspection endpoints and ``/uapi/me`` work either way.
+    Without ``dev_sign_in`` or ``dev_account`` nobody is signed in: the pages answer 401 and
+    the consent page asks visitors to sign in; the token, revocation and introspection
+    endpoints and ``/uapi/me`` work either way.
+
+    Returns:
+        The exit status.
     """
     try:
-        from ..oauth2 import SignedInUser, make_wsgi_app  # noqa: PLC0415 - an optional extra
+        import uvicorn  # noqa: PLC0415 - the web extra
     except ImportError:
-        err.write("appregistry: serve needs the oauth2 extra: pip install 'appregistry[oauth2]'\n")
+        err.write("appregistry: serve needs the web extra: pip install 'appregistry[web]'\n")
         return EXIT_USAGE
-    user = None
     if dev_account is not None:
         problems = Problems()
         problems.identifier("--dev-account", dev_account)
         if problems:
             err.write("appregistry: --dev-account must be an account id\n")
             return EXIT_USAGE
-        user = SignedInUser(account=dev_account, user=dev_account)
-    app = make_wsgi_app(registry, current_user=lambda _environ: user)
+    app = build_app(
+        registry, dev_sign_in=dev_sign_in, dev_account=dev_account, reveal_secrets=reveal_secrets
+    )
     try:
-        httpd = make_http_server(app, host, port)
+        sock = socket.create_server((host, port))
     except OSError as exc:
         err.write(f"appregistry: cannot listen on {host}:{port}: {exc.strerror or exc}\n")
         return EXIT_USAGE
-    with httpd:
-        if dev_account is not None:
-            err.write(_dev_warning(dev_account))
-        base = f"http://{host}:{httpd.server_port}"
+    _log_to(err)
+    if dev_sign_in:
         err.write(
-            f"appregistry: serving OAuth 2.0 on {base} "
-            "(/oauth/authorize.php, /oauth/token.php, /oauth/revoke, /oauth/introspect, "
-            "/uapi/me); Ctrl-C stops\n"
+            _dev_warning(
+                "--dev-sign-in is on. ANYONE who can reach this server can sign in as the\n"
+                "provider administrator or as a user of any account, and approve apps."
+            )
         )
-        err.flush()
-        try:
-            httpd.serve_forever()
-        except KeyboardInterrupt:
-            err.write("appregistry: stopped\n")
+    if dev_account is not None:
+        err.write(
+            _dev_warning(
+                f"--dev-account is on. EVERY browser request is treated as signed in\n"
+                f"to account {dev_account!r}: anyone who can reach this server can approve\n"
+                "apps for that account."
+            )
+        )
+    base = f"http://{host}:{sock.getsockname()[1]}"
+    err.write(
+        f"appregistry: serving the pages on {base}{MANAGE_PATH}/ and OAuth 2.0 on {base} "
+        "(/oauth/authorize.php, /oauth/token.php, /oauth/revoke, /oauth/introspect, "
+        "/uapi/me); Ctrl-C stops\n"
+    )
+    err.flush()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            http="h11",
+            ws="none",
+            lifespan="off",
+            loop="asyncio",
+            access_log=False,
+            log_config=None,
+            server_header=False,
+            limit_concurrency=MAX_CONNECTIONS,
+            timeout_keep_alive=KEEP_ALIVE,
+            timeout_graceful_shutdown=5,
+        )
+    )
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()
+    err.write("appregistry: stopped\n")
     return EXIT_OK
+
+
+def _log_to(err: TextIO) -> None:
+    # The access log and uvicorn's own warnings go to ``err``, one line each.
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    for name in ("appregistry", "uvicorn.error"):
+        named = logging.getLogger(name)
+        named.addHandler(handler)
+        named.setLevel(logging.INFO)

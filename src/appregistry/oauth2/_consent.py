@@ -55,6 +55,10 @@ class ConsentRequest:
             must post every one of them back unchanged, with ``decision`` set to ``approve``
             or ``deny``.
         stylesheet_url: A stylesheet the host asked for, if any.
+        blocked: Why the user cannot allow the app now (for instance, the account is not
+            permitted to use apps), or ``None``. A page must then say so and offer no way to
+            allow it: an approval would be refused anyway. Denying still works, and sends
+            the user back to the app.
     """
 
     app: App
@@ -62,6 +66,7 @@ class ConsentRequest:
     action: str
     fields: tuple[tuple[str, str], ...]
     stylesheet_url: str | None = None
+    blocked: str | None = None
 
     def hidden_inputs(self) -> str:
         """The hidden ``<input>`` elements of `fields`, escaped, for a host's own template."""
@@ -72,8 +77,11 @@ class ConsentRequest:
 
     @property
     def redirect_host(self) -> str:
-        """The host the user goes back to once they decide, as people read it."""
-        redirect = dict(self.fields).get("redirect_uri", "")
+        """The host the user goes back to once they decide, as people read it.
+
+        The request's ``redirect_uri``, or the app's redirect URL when the request left it out.
+        """
+        redirect = dict(self.fields).get("redirect_uri", self.app.redirect_url)
         return urllib.parse.urlsplit(display_url(redirect)).netloc
 
 
@@ -85,7 +93,8 @@ def default_consent_page(consent: ConsentRequest) -> str:
     """A plain HTML page with stable class names, for a stylesheet to restyle.
 
     Every value is escaped. The buttons are ``<button name="decision" value="approve">`` and
-    ``value="deny"``.
+    ``value="deny"``. When the request is `ConsentRequest.blocked`, the page says why
+    (``<p class="consent-blocked">``) and has only the deny button, labelled "Back to the app".
     """
     app = consent.app
     name = html.escape(app.name)
@@ -104,6 +113,20 @@ def default_consent_page(consent: ConsentRequest) -> str:
         if app.description
         else ""
     )
+    if consent.blocked is None:
+        blocked = ""
+        return_text = "Either way, you go back to"
+        buttons = (
+            '<button class="approve" type="submit" name="decision" value="approve">Allow</button>'
+            '\n<button class="deny" type="submit" name="decision" value="deny">Deny</button>'
+        )
+    else:
+        blocked = f'\n<p class="consent-blocked" role="alert">{html.escape(consent.blocked)}</p>'
+        return_text = "You cannot allow it now. You go back to"
+        buttons = (
+            '<button class="deny" type="submit" name="decision" value="deny">'
+            "Back to the app</button>"
+        )
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -118,13 +141,12 @@ def default_consent_page(consent: ConsentRequest) -> str:
 {html.escape(display_url(app.homepage))}</a></p>{description}
 <p class="consent-question"><span class="app-name">{name}</span> asks to act for the account
 <strong class="account">{html.escape(consent.user.account)}</strong>.
-You are signed in as <strong class="user">{html.escape(consent.user.user)}</strong>.</p>
-<p class="consent-return">Either way, you go back to
+You are signed in as <strong class="user">{html.escape(consent.user.user)}</strong>.</p>{blocked}
+<p class="consent-return">{return_text}
 <strong class="redirect-host">{html.escape(consent.redirect_host)}</strong>.</p>
 <form class="consent-form" method="post" action="{html.escape(consent.action)}">
 {consent.hidden_inputs()}
-<button class="approve" type="submit" name="decision" value="approve">Allow</button>
-<button class="deny" type="submit" name="decision" value="deny">Deny</button>
+{buttons}
 </form>
 </main>
 </body>
@@ -183,7 +205,8 @@ class CsrfSigner:
         self, token: object, user: SignedInUser, fields: Mapping[str, str], now: datetime
     ) -> bool:
         """Whether ``token`` was made by `sign` for this user and fields, and is still fresh."""
-        if not isinstance(token, str) or len(token) > 200:
+        # compare_digest takes ASCII text only: anything else is a forgery, not a crash.
+        if not isinstance(token, str) or len(token) > 200 or not token.isascii():
             return False
         issued_text, _, mac = token.partition(".")
         if not issued_text.isascii() or not issued_text.isdigit():

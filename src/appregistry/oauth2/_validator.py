@@ -146,13 +146,14 @@ def client_credentials(request: Any) -> tuple[str, str] | None:
 class RegistryValidator(RequestValidator):  # type: ignore[misc] # oauthlib is untyped
     """An oauthlib `RequestValidator` whose every answer comes from a `Registry`.
 
-    Supported: the authorization-code grant (``state`` and exact redirect URLs required, PKCE
-    ``S256`` honoured), client credentials for trusted apps, refresh tokens (rotated), RFC 7009
-    revocation and RFC 7662 introspection. Every client authenticates with its key and secret,
-    by HTTP Basic or in the form body. Scopes are not used: a request naming any is refused.
+    Supported: the authorization-code grant (exact redirect URLs, which a request may leave
+    out since every app has one; PKCE ``S256`` honoured), client credentials for trusted apps,
+    refresh tokens (rotated), RFC 7009 revocation and RFC 7662 introspection. Every client
+    authenticates with its key and secret, by HTTP Basic or in the form body. Scopes are not
+    used: a request naming any is refused.
 
     Use it through `appregistry.oauth2.make_server`, which configures the grants it expects
-    (state of 16 or more characters, PKCE ``S256`` only, tokens kept out of oauthlib's logs).
+    (the ``state`` rule, PKCE ``S256`` only, tokens kept out of oauthlib's logs).
 
     Errors the Registry raises while issuing a token surface from `save_bearer_token` as
     oauthlib errors; the server from `make_server` turns them into responses.
@@ -223,8 +224,19 @@ class RegistryValidator(RequestValidator):  # type: ignore[misc] # oauthlib is u
 
     def get_default_redirect_uri(
         self, client_id: str, request: Any, *args: Any, **kwargs: Any
-    ) -> None:
-        """None: ``redirect_uri`` is required in the authorization and the token request."""
+    ) -> str | None:
+        """The app's redirect URL: an app has one, so a request may leave it out.
+
+        RFC 6749 sections 3.1.2.3 and 4.1.1. A code issued for a request that left it out
+        needs none in its token request either (section 4.1.3).
+        """
+        key = plain(client_id)
+        if key is None:
+            return None
+        try:
+            return self._registry.get_app(key).redirect_url
+        except AppNotFound:
+            return None
 
     def validate_response_type(
         self,
@@ -278,7 +290,7 @@ class RegistryValidator(RequestValidator):  # type: ignore[misc] # oauthlib is u
             issued = self._registry.authorize(
                 client_id,
                 user.account,
-                redirect_url=request.redirect_uri,
+                redirect_url=_given_redirect_uri(request),
                 approved_by=user.user,
                 code_challenge=request.code_challenge,
                 code_challenge_method=request.code_challenge_method,
@@ -391,7 +403,7 @@ class RegistryValidator(RequestValidator):  # type: ignore[misc] # oauthlib is u
             return self._registry.exchange_code(
                 client.client_id,
                 code,
-                redirect_url=request.redirect_uri,
+                redirect_url=_given_redirect_uri(request),
                 code_verifier=plain(request.code_verifier),
                 user_agent=agent,
             )
@@ -459,6 +471,15 @@ class RegistryValidator(RequestValidator):  # type: ignore[misc] # oauthlib is u
             request.user = check.token.account
             return True
         return False
+
+
+def _given_redirect_uri(request: Any) -> str | None:
+    # oauthlib fills in the default (`get_default_redirect_uri`) for a request without one;
+    # the Registry must know that it was left out.
+    if getattr(request, "using_default_redirect_uri", False):
+        return None
+    uri = request.redirect_uri
+    return str.__str__(uri) if isinstance(uri, str) else None
 
 
 def _denial(exc: Denied, request: Any) -> Exception:

@@ -12,6 +12,7 @@ True
 
 from __future__ import annotations
 
+import bisect
 import functools
 import heapq
 import itertools
@@ -40,7 +41,7 @@ from .._records import (
 )
 from .._validation import search_text
 from ..errors import StorageError
-from ..ports import ListQuery
+from ..ports import ListQuery, Position
 
 __all__ = ["MemoryStorage"]
 
@@ -160,21 +161,50 @@ def _restore_tokens(data: _Data, removed: list[tuple[AccessToken, bytes]]) -> No
             data.by_family.setdefault(token.family_id, {})[token_id] = None
 
 
-def _page(items: list[T], total: int, query: ListQuery) -> Page[T]:
-    return Page(
-        items=tuple(items[query.offset : query.offset + query.per_page]),
-        total=total,
-        page=query.page,
-        per_page=query.per_page,
-    )
+def _page(items: list[T], query: ListQuery, position: Callable[[T], Position]) -> Page[T]:
+    """The page ``query`` asks for of ``items``, which are sorted by ``position``."""
+    if query.after is not None:
+        start = bisect.bisect_right(items, query.after, key=position)
+        chosen = items[start : start + query.per_page]
+    elif query.before is not None:
+        end = bisect.bisect_left(items, query.before, key=position)
+        chosen = items[max(0, end - query.per_page) : end]
+    else:
+        chosen = items[query.offset : query.offset + query.per_page]
+    return Page(tuple(chosen), len(items), query.page, query.per_page)
 
 
 def _matches(query: ListQuery, *texts: str | None) -> bool:
     return query.search is None or query.search in search_text(*texts)
 
 
+def _matches_id(query: ListQuery, account: str) -> bool:
+    # Account ids are matched ignoring the case of ASCII letters only, as SQL's lower() in
+    # the "C" locale does: ids are the host's, not prose.
+    return query.search is None or _ascii_lower(query.search) in _ascii_lower(account)
+
+
+def _ascii_lower(text: str) -> str:
+    return text.translate(_ASCII_LOWER)
+
+
+_ASCII_LOWER: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
 def _app_order(app: App) -> tuple[str, str]:
     return (app.name.casefold(), app.key)
+
+
+def _listing_order(listing: AppListing | InstallationListing) -> tuple[str, str]:
+    return _app_order(listing.app)
+
+
+def _token_order(token: AccessToken) -> tuple[datetime, str]:
+    return (token.expires_at, token.token_id)
+
+
+def _account_token_order(token: AccessToken) -> tuple[str, datetime, str]:
+    return (token.account, token.expires_at, token.token_id)
 
 
 class _Unit:
@@ -345,9 +375,9 @@ class _Apps:
             ),
             key=_app_order,
         )
-        page = found[query.offset : query.offset + query.per_page]
-        items = [AppListing(app, len(data.installed.get(app.key, ()))) for app in page]
-        return Page(tuple(items), len(found), query.page, query.per_page)
+        page = _page(found, query, _app_order)
+        items = [AppListing(app, len(data.installed.get(app.key, ()))) for app in page.items]
+        return Page(tuple(items), page.total, query.page, query.per_page)
 
 
 class _Permissions:
@@ -363,6 +393,13 @@ class _Permissions:
 
     def remove(self, account: str) -> None:
         self._journal.delete(self._data.permissions, account)
+
+    def list(self, query: ListQuery) -> Page[AppsPermission]:
+        found = sorted(
+            (p for p in self._data.permissions.values() if _matches_id(query, p.account)),
+            key=lambda p: p.account,
+        )
+        return _page(found, query, lambda p: (p.account,))
 
 
 class _Installations:
@@ -391,18 +428,42 @@ class _Installations:
 
     def list(self, account: str, query: ListQuery, *, now: datetime) -> Page[InstallationListing]:
         data = self._data
-        rows = []
-        for (app_key, owner), installation in data.installations.items():
+        tokens = self._unit.tokens
+        # The access-token counts are made for the page's entries only; 0 stands in.
+        rows: list[InstallationListing] = []
+        for (app_key, holder), installation in data.installations.items():
             app = data.apps.get(app_key)
-            if owner == account and app is not None and _matches(query, app.name, app.description):
-                rows.append((installation, app))
-        rows.sort(key=lambda row: _app_order(row[1]))
-        page = rows[query.offset : query.offset + query.per_page]
+            if holder == account and app is not None:
+                rows.append(InstallationListing(installation, app, 0))
+        # The account's own apps, not installed on it, with live (client-credentials) tokens.
+        rows.extend(
+            InstallationListing(None, data.apps[app_key], 0)
+            for app_key in data.owned.get(account, ())
+            if (app_key, account) not in data.installations
+            and any(tokens._live(app_key, account, now))
+        )
+        found = sorted(
+            (row for row in rows if _matches(query, row.app.name, row.app.description)),
+            key=_listing_order,
+        )
+        page = _page(found, query, _listing_order)
         items = [
-            InstallationListing(inst, app, self._unit.tokens.count_live(app.key, account, now=now))
-            for inst, app in page
+            attrs.evolve(row, access_tokens=tokens.count_live(row.app.key, account, now=now))
+            for row in page.items
         ]
-        return Page(tuple(items), len(rows), query.page, query.per_page)
+        return Page(tuple(items), page.total, query.page, query.per_page)
+
+    def list_for_app(self, app_key: str, query: ListQuery) -> Page[Installation]:
+        data = self._data
+        found = sorted(
+            (
+                data.installations[app_key, account]
+                for account in data.installed.get(app_key, ())
+                if _matches_id(query, account)
+            ),
+            key=lambda installation: installation.account,
+        )
+        return _page(found, query, lambda installation: (installation.account,))
 
 
 class _Tokens:
@@ -453,13 +514,24 @@ class _Tokens:
         return sum(1 for _ in self._live(app_key, account, now))
 
     def list(
-        self, app_key: str, account: str, query: ListQuery, *, now: datetime
+        self, app_key: str, account: str | None, query: ListQuery, *, now: datetime
     ) -> Page[AccessToken]:
+        position: Callable[[AccessToken], Position] = _token_order
+        if account is None:
+            accounts = [pair[1] for pair in self._data.by_pair if pair[0] == app_key]
+            position = _account_token_order
+        else:
+            accounts = [account]
         found = sorted(
-            (t for t in self._live(app_key, account, now) if _matches(query, t.user_agent)),
-            key=lambda t: (t.expires_at, t.token_id),
+            (
+                token
+                for holder in accounts
+                for token in self._live(app_key, holder, now)
+                if _matches(query, token.user_agent)
+            ),
+            key=position,
         )
-        return _page(found, len(found), query)
+        return _page(found, query, position)
 
     def purge_expired(self, *, now: datetime, limit: int) -> int:
         # Only the seconds that have begun are looked in, soonest first: the cost grows with
@@ -500,9 +572,13 @@ class _Codes:
             raise StorageError("an authorization code with this digest already exists")
         self._journal.set(self._data.codes, digest, code)
 
-    def take(self, digest: bytes) -> AuthorizationCode | None:
-        # The storage lock serializes transactions, so only one of them can delete it.
-        return self._journal.delete(self._data.codes, digest)
+    def redeem(self, digest: bytes, *, at: datetime, family_id: str) -> AuthorizationCode | None:
+        # The storage lock serializes transactions, so only one of them finds it unused.
+        code = self._data.codes.get(digest)
+        if code is not None and code.used_at is None:
+            used = attrs.evolve(code, used_at=at, family_id=family_id)
+            self._journal.set(self._data.codes, digest, used)
+        return code
 
     def _remove_where(self, wanted: Callable[[AuthorizationCode], bool], limit: int) -> int:
         doomed: list[bytes] = []

@@ -21,6 +21,7 @@ from ..._records import (
 )
 from ..._validation import search_text
 from ...ports import ListQuery
+from ._lists import ListQueries
 from ._schema import _TABLES, Connection
 
 Row = Sequence[Any]
@@ -62,6 +63,9 @@ _CODE_COLUMNS: Final = (
     "expires_at",
     "code_challenge",
     "code_challenge_method",
+    "redirect_url_given",
+    "used_at",
+    "family_id",
 )
 _REFRESH_COLUMNS: Final = (
     "token_id",
@@ -150,6 +154,9 @@ def _code(row: Row) -> AuthorizationCode:
         expires_at=_utc(row[5]),
         code_challenge=row[6],
         code_challenge_method=row[7],
+        redirect_url_given=row[8],
+        used_at=_utc(row[9]) if row[9] is not None else None,
+        family_id=row[10],
     )
 
 
@@ -346,27 +353,17 @@ class _Queries:
         # advisory lock per owner, held to the end of the transaction, puts them in a line.
         self.owner_lock = r("SELECT pg_advisory_xact_lock(%s, hashtext(%s))")
         self.app_count_owned = r("SELECT count(*) FROM {apps} WHERE owner = %s")
-        # Lists: the total and the page in one statement, so both come from one snapshot.
-        self.app_list = {
-            (by_owner, searching): r(
-                """SELECT c.total, {page_cols},
-                          (SELECT count(*) FROM {installations} AS i
-                           WHERE i.app_key = p.app_key)
-                   FROM (SELECT count(*) FROM {apps} WHERE {where}) AS c (total)
-                   LEFT JOIN LATERAL (
-                       SELECT {app_cols}, name_folded FROM {apps} WHERE {where}
-                       ORDER BY name_folded, app_key LIMIT %(limit)s OFFSET %(offset)s
-                   ) AS p ON true
-                   ORDER BY p.name_folded, p.app_key""",
-                page_cols=_columns(_APP_COLUMNS, "p"),
-                where=_where(
-                    ("owner = %(owner)s", by_owner),
-                    ("strpos(search_text, %(search)s) > 0", searching),
-                ),
-            )
-            for by_owner in (False, True)
-            for searching in (False, True)
-        }
+        # Lists: the total and the page in one statement, so both come from one snapshot
+        # (see _lists).
+        self.lists = ListQueries(
+            r,
+            self._names,
+            {
+                "apps": _APP_COLUMNS,
+                "installations": _INSTALLATION_COLUMNS,
+                "tokens": _TOKEN_COLUMNS,
+            },
+        )
 
         # Permissions.
         self.permission_get = r(
@@ -397,31 +394,6 @@ class _Queries:
         self.installation_remove_app = self._counted(
             "DELETE FROM {installations} WHERE app_key = %s"
         )
-        self.installation_list = {
-            searching: r(
-                """SELECT c.total, {page_cols},
-                          (SELECT count(*) FROM {tokens} AS t
-                           WHERE t.app_key = p.app_key AND t.account = p.account
-                             AND t.expires_at > %(now)s)
-                   FROM (SELECT count(*) FROM {installations} AS i
-                         JOIN {apps} AS a ON a.app_key = i.app_key WHERE {where}) AS c (total)
-                   LEFT JOIN LATERAL (
-                       SELECT {i_cols}, {a_rest}, a.name_folded AS app_order
-                       FROM {installations} AS i JOIN {apps} AS a ON a.app_key = i.app_key
-                       WHERE {where}
-                       ORDER BY a.name_folded, a.app_key LIMIT %(limit)s OFFSET %(offset)s
-                   ) AS p ON true
-                   ORDER BY p.app_order, p.app_key""",
-                # The app's key is the installation's app_key, so it comes twice.
-                page_cols=_columns((*_INSTALLATION_COLUMNS, *_APP_COLUMNS), "p"),
-                where=_where(
-                    ("i.account = %(account)s", True),
-                    ("strpos(a.search_text, %(search)s) > 0", searching),
-                ),
-            )
-            for searching in (False, True)
-        }
-
         # Tokens.
         self.token_add = r(
             """INSERT INTO {tokens} ({token_cols}, digest, search_text)
@@ -489,14 +461,19 @@ class _Queries:
 
     def _grant_queries(self) -> None:
         r = self._render
-        # Authorization codes. A code is read only by taking it: the DELETE locks the row, so
-        # of several transactions taking one code, only the first gets a row back.
+        # Authorization codes. A code is read only by redeeming it: the UPDATE locks the row
+        # and sees the latest committed version, so of several transactions redeeming one
+        # code, only the first finds it unused; the others read it as that one left it.
         self.code_add = r(
             """INSERT INTO {codes} (digest, {code_cols})
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"""
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"""
         )
         self.code_app = r("SELECT app_key FROM {codes} WHERE digest = %s")
-        self.code_take = r("DELETE FROM {codes} WHERE digest = %s RETURNING {code_cols}")
+        self.code_redeem = r(
+            """UPDATE {codes} SET used_at = %s, family_id = %s
+               WHERE digest = %s AND used_at IS NULL RETURNING {code_cols}"""
+        )
+        self.code_get = r("SELECT {code_cols} FROM {codes} WHERE digest = %s")
         self.code_remove_pair = self._counted(
             "DELETE FROM {codes} WHERE app_key = %s AND account = %s"
         )

@@ -21,6 +21,7 @@ from ..._records import (
     StoredSecret,
 )
 from ...ports import ListQuery
+from ._lists import list_params
 from ._queries import (
     _APP_WIDTH,
     _INSTALLATION_WIDTH,
@@ -30,7 +31,6 @@ from ._queries import (
     _app,
     _app_values,
     _installation,
-    _list_params,
     _page,
     _permission,
     _Queries,
@@ -312,9 +312,9 @@ class _Apps:
     def list(self, query: ListQuery, *, owner: str | None = None) -> Page[AppListing]:
         if not _storable(owner or "", query.search or ""):
             return Page((), 0, query.page, query.per_page)
+        options = ("owner",) if owner is not None else ()
         rows = self._unit.all(
-            self._q.app_list[owner is not None, query.search is not None],
-            _list_params(query, owner=owner),
+            self._q.lists.statement("apps", query, *options), list_params(query, owner=owner)
         )
         return _page(rows, query, lambda row: AppListing(_app(row), int(row[_APP_WIDTH])))
 
@@ -339,6 +339,12 @@ class _Permissions:
     def remove(self, account: str) -> None:
         if _storable(account):
             self._unit.execute(self._q.permission_remove, (account,))
+
+    def list(self, query: ListQuery) -> Page[AppsPermission]:
+        if not _storable(query.search or ""):
+            return Page((), 0, query.page, query.per_page)
+        rows = self._unit.all(self._q.lists.statement("permissions", query), list_params(query))
+        return _page(rows, query, _permission)
 
 
 class _Installations:
@@ -381,18 +387,29 @@ class _Installations:
         if not _storable(account, query.search or ""):
             return Page((), 0, query.page, query.per_page)
         rows = self._unit.all(
-            self._q.installation_list[query.search is not None],
-            _list_params(query, account=account, now=now),
+            self._q.lists.statement("installations", query),
+            list_params(query, account=account, now=now),
         )
-        width = _INSTALLATION_WIDTH
 
         def listing(row: Row) -> InstallationListing:
-            app = _app(row[width : width + _APP_WIDTH])
-            return InstallationListing(
-                _installation(row[:width]), app, int(row[width + _APP_WIDTH])
+            # The app; installed_by, installed_at, suspended (NULL for an own app); the count.
+            app = _app(row[:_APP_WIDTH])
+            by, at, suspended, count = row[_APP_WIDTH:]
+            installation = (
+                None if by is None else Installation(app.key, account, by, _utc(at), suspended)
             )
+            return InstallationListing(installation, app, int(count))
 
         return _page(rows, query, listing)
+
+    def list_for_app(self, app_key: str, query: ListQuery) -> Page[Installation]:
+        if not _storable(app_key, query.search or ""):
+            return Page((), 0, query.page, query.per_page)
+        rows = self._unit.all(
+            self._q.lists.statement("app_installations", query),
+            list_params(query, app_key=app_key),
+        )
+        return _page(rows, query, lambda row: _installation(row[:_INSTALLATION_WIDTH]))
 
 
 # Transactions are begun and ended by these statements, never prepared (see _Unit).

@@ -118,6 +118,14 @@ _MIGRATIONS: Final[tuple[LiteralString, ...]] = (
     ALTER TABLE {apps} ADD COLUMN previous_secret_digest bytea,
                        ADD COLUMN previous_secret_valid_until timestamptz;
     """,
+    """
+    -- A used code is kept, marked used with the grant family its exchange issued, until it
+    -- expires: a replay then revokes that family (RFC 6749 section 10.5). Codes stored before
+    -- were never used (taking one deleted it), and named their redirect URL.
+    ALTER TABLE {codes} ADD COLUMN redirect_url_given boolean NOT NULL DEFAULT true,
+                        ADD COLUMN used_at timestamptz,
+                        ADD COLUMN family_id text COLLATE "C";
+    """,
 )
 
 #: The schema version this code creates and understands.

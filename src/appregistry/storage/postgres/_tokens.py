@@ -6,9 +6,12 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+import attrs
+
 from ..._records import AccessToken, AuthorizationCode, Page, RefreshToken
 from ..._validation import search_text
 from ...ports import ListQuery
+from ._lists import list_params
 from ._queries import _code, _list_params, _page, _refresh, _storable, _token
 
 if TYPE_CHECKING:
@@ -90,14 +93,30 @@ class _Tokens:
         return int(row[0]) if row is not None else 0
 
     def list(
-        self, app_key: str, account: str, query: ListQuery, *, now: datetime
+        self, app_key: str, account: str | None, query: ListQuery, *, now: datetime
     ) -> Page[AccessToken]:
-        if not _storable(app_key, account, query.search or ""):
+        if not _storable(app_key, account or "", query.search or ""):
             return Page((), 0, query.page, query.per_page)
-        rows = self._unit.all(
-            self._q.token_list[query.search is not None],
-            _list_params(query, app_key=app_key, account=account, now=now),
-        )
+        values = {"app_key": app_key, "account": account, "now": now}
+        if account is None:
+            statement = self._q.lists.statement("all_tokens", query)
+            rows = self._unit.all(statement, list_params(query, **values))
+            return _page(rows, query, _token)
+        reading = query
+        expiry = query.after[0] if query.after is not None else None
+        if isinstance(expiry, datetime) and expiry <= now:
+            # Every live token is after the position: the page is the first page.
+            reading = ListQuery(per_page=query.per_page, search=query.search)
+        if reading.after is None and reading.before is None:
+            # By number: the ids come from the pair's index alone (see token_list).
+            statement = self._q.token_list[query.search is not None]
+            rows = self._unit.all(statement, _list_params(reading, **values))
+        else:
+            # After a live position, "expires_at > now" follows from it; left in, the index
+            # scan would start at now and step over the tokens up to the position.
+            live = () if expiry is not None else ("live",)
+            statement = self._q.lists.statement("tokens", reading, *live)
+            rows = self._unit.all(statement, list_params(reading, **values))
         return _page(rows, query, _token)
 
     def purge_expired(self, *, now: datetime, limit: int) -> int:
@@ -123,17 +142,24 @@ class _Codes:
                 code.expires_at,
                 code.code_challenge,
                 code.code_challenge_method,
+                code.redirect_url_given,
+                code.used_at,
+                code.family_id,
             ),
         )
 
-    def take(self, digest: bytes) -> AuthorizationCode | None:
+    def redeem(self, digest: bytes, *, at: datetime, family_id: str) -> AuthorizationCode | None:
         # Lock the code's app before the code (the order every transaction keeps); should the
-        # code be taken in between, the DELETE finds nothing.
+        # code be redeemed or removed in between, the UPDATE finds nothing to change.
         row = self._unit.one(self._q.code_app, (digest,))
         if row is None:
             return None
         self._unit.lock_app(row[0])
-        row = self._unit.one(self._q.code_take, (digest,))
+        row = self._unit.one(self._q.code_redeem, (at, family_id, digest))
+        if row is not None:
+            # RETURNING shows the row as this UPDATE left it; the caller gets it as it was.
+            return attrs.evolve(_code(row), used_at=None, family_id=None)
+        row = self._unit.one(self._q.code_get, (digest,))
         return _code(row) if row is not None else None
 
     def remove_for(self, app_key: str, account: str) -> int:

@@ -19,7 +19,7 @@ from ..._records import (
 )
 from ..._validation import search_text
 from ...errors import StorageError
-from ...ports import ListQuery
+from ...ports import ListQuery, Position
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
@@ -40,7 +40,7 @@ _SECRET_COLUMNS: Final = (
 _SECRET_WIDTH: Final = 4
 _CODE_COLUMNS: Final = (
     "app_key, account, redirect_url, approved_by, issued_at, expires_at, code_challenge, "
-    "code_challenge_method"
+    "code_challenge_method, redirect_url_given, used_at, family_id"
 )
 _REFRESH_COLUMNS: Final = (
     "token_id, family_id, app_key, account, grant_type, issued_at, expires_at, rotated_at"
@@ -171,6 +171,9 @@ def _code(row: Sequence[Any]) -> AuthorizationCode:
         expires_at=_from_db(row[5]),
         code_challenge=row[6],
         code_challenge_method=row[7],
+        redirect_url_given=bool(row[8]),
+        used_at=_from_db(row[9]) if row[9] is not None else None,
+        family_id=row[10],
     )
 
 
@@ -258,3 +261,37 @@ def _nearer_end(total: int, query: ListQuery) -> tuple[int, int, bool]:
 
 def _page_of(items: list[Any], total: int, query: ListQuery) -> Page[Any]:
     return Page(tuple(items), total, query.page, query.per_page)
+
+
+def _ordered_page(
+    query: ListQuery, total: int, order: Sequence[str], params: list[object]
+) -> tuple[str, bool]:
+    """The tail of a page's SELECT (its WHERE's last terms, ORDER BY, LIMIT and OFFSET).
+
+    At a cursor's position the page is read from there on the list's index (keyset
+    paging): a row-value comparison on the ``order`` columns, no OFFSET, so a deep page
+    costs what the first does (R26). By number, OFFSET counts it out from the nearer end
+    (see `_nearer_end`). Appends the tail's values to ``params``; returns the tail, and
+    whether the rows come in reverse order (to be put right by the caller).
+
+    >>> params = []
+    >>> _ordered_page(ListQuery(after=("b", "K")), 9, ("name_folded", "app_key"), params)
+    (' AND (name_folded, app_key) > (?, ?) ORDER BY name_folded, app_key LIMIT ? OFFSET ?', False)
+    >>> params
+    ['b', 'K', 10, 0]
+    """
+    position: Position | None = query.after if query.after is not None else query.before
+    if position is not None:
+        backward = query.after is None
+        columns = ", ".join(order)
+        marks = ", ".join("?" * len(order))
+        condition = f" AND ({columns}) {'<' if backward else '>'} ({marks})"
+        params.extend(_to_db(v) if isinstance(v, datetime) else v for v in position)
+        limit, offset = query.per_page, 0
+    else:
+        condition = ""
+        limit, offset, backward = _nearer_end(total, query)
+    direction = " DESC" if backward else ""
+    ordering = ", ".join(f"{column}{direction}" for column in order)
+    params.extend((limit, offset))
+    return f"{condition} ORDER BY {ordering} LIMIT ? OFFSET ?", backward

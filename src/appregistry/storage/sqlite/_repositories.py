@@ -37,7 +37,7 @@ from ._queries import (
     _code,
     _from_db,
     _installation,
-    _nearer_end,
+    _ordered_page,
     _page_of,
     _prefixed,
     _refresh,
@@ -209,12 +209,16 @@ class _Apps:
             params.append(owner)
         where += _search_clause(query, "search_text", params)
         total = self._s.scalar(f"SELECT count(*) FROM apps WHERE {where}", params)  # noqa: S608
+        # On the name index (apps_by_name, or apps_by_owner for one owner's apps).
+        tail, backward = _ordered_page(query, total, ("name_folded", "app_key"), params)
         rows = self._s.all(
             f"SELECT {_APP_COLUMNS}, "  # noqa: S608 - constant SQL; values are bound
             "(SELECT count(*) FROM installations AS i WHERE i.app_key = apps.app_key) "
-            f"FROM apps WHERE {where} ORDER BY name_folded, app_key LIMIT ? OFFSET ?",
-            [*params, query.per_page, query.offset],
+            f"FROM apps WHERE {where}{tail}",
+            params,
         )
+        if backward:
+            rows.reverse()
         items = [AppListing(_app(row), row[_APP_WIDTH]) for row in rows]
         return _page_of(items, total, query)
 
@@ -239,6 +243,21 @@ class _Permissions:
 
     def remove(self, account: str) -> None:
         self._s.execute("DELETE FROM permissions WHERE account = ?", (account,))
+
+    def list(self, query: ListQuery) -> Page[AppsPermission]:
+        params: list[object] = []
+        # lower() folds ASCII letters only: account ids are matched ignoring their case.
+        where = "1 = 1" + _search_clause(query, "lower(account)", params)
+        total = self._s.scalar(f"SELECT count(*) FROM permissions WHERE {where}", params)  # noqa: S608
+        tail, backward = _ordered_page(query, total, ("account",), params)
+        rows = self._s.all(
+            f"SELECT account, granted_by, granted_at FROM permissions WHERE {where}{tail}",  # noqa: S608
+            params,
+        )
+        if backward:
+            rows.reverse()
+        items = [AppsPermission(row[0], row[1], _from_db(row[2])) for row in rows]
+        return _page_of(items, total, query)
 
 
 class _Installations:
@@ -277,23 +296,59 @@ class _Installations:
         return self._s.execute("DELETE FROM installations WHERE app_key = ?", (app_key,)).rowcount
 
     def list(self, account: str, query: ListQuery, *, now: datetime) -> Page[InstallationListing]:
-        params: list[object] = [account]
-        where = "i.account = ?" + _search_clause(query, "a.search_text", params)
-        joined = "FROM installations AS i JOIN apps AS a ON a.app_key = i.app_key"
-        total = self._s.scalar(f"SELECT count(*) {joined} WHERE {where}", params)
-        rows = self._s.all(
-            "SELECT i.app_key, i.account, i.installed_by, i.installed_at, i.suspended, "  # noqa: S608
-            f"{_prefixed(_APP_COLUMNS, 'a')}, "
-            "(SELECT count(*) FROM tokens AS t WHERE t.app_key = i.app_key "
-            "AND t.account = i.account AND t.expires_at > ?) "
-            f"{joined} WHERE {where} ORDER BY a.name_folded, a.app_key LIMIT ? OFFSET ?",
-            [_to_db(now), *params, query.per_page, query.offset],
+        at = _to_db(now)
+        # The account's installations, and its own apps not installed on it that have live
+        # tokens for it (client credentials), on the installations' account index and the
+        # apps' owner index; then each entry's app, from the app's key.
+        joined = (
+            "FROM (SELECT app_key, installed_by, installed_at, suspended FROM installations "
+            "WHERE account = ? UNION ALL "
+            "SELECT o.app_key, NULL, NULL, NULL FROM apps AS o WHERE o.owner = ? "
+            "AND NOT EXISTS (SELECT 1 FROM installations AS n "
+            "WHERE n.app_key = o.app_key AND n.account = o.owner) "
+            "AND EXISTS (SELECT 1 FROM tokens AS t "
+            "WHERE t.app_key = o.app_key AND t.account = o.owner AND t.expires_at > ?)) AS e "
+            "JOIN apps AS a ON a.app_key = e.app_key"
         )
-        items = [
-            InstallationListing(_installation(row), _app(row[5:]), row[5 + _APP_WIDTH])
-            for row in rows
-        ]
+        params: list[object] = [account, account, at]
+        where = "1 = 1" + _search_clause(query, "a.search_text", params)
+        total = self._s.scalar(f"SELECT count(*) {joined} WHERE {where}", params)
+        tail, backward = _ordered_page(query, total, ("a.name_folded", "a.app_key"), params)
+        rows = self._s.all(
+            "SELECT e.installed_by, e.installed_at, e.suspended, "  # noqa: S608
+            f"{_prefixed(_APP_COLUMNS, 'a')}, "
+            "(SELECT count(*) FROM tokens AS t WHERE t.app_key = e.app_key "
+            "AND t.account = ? AND t.expires_at > ?) "
+            f"{joined} WHERE {where}{tail}",
+            [account, at, *params],
+        )
+        if backward:
+            rows.reverse()
+        items = []
+        for row in rows:
+            app = _app(row[3:])
+            installation = (
+                None
+                if row[0] is None
+                else Installation(app.key, account, row[0], _from_db(row[1]), bool(row[2]))
+            )
+            items.append(InstallationListing(installation, app, row[3 + _APP_WIDTH]))
         return _page_of(items, total, query)
+
+    def list_for_app(self, app_key: str, query: ListQuery) -> Page[Installation]:
+        params: list[object] = [app_key]
+        where = "app_key = ?" + _search_clause(query, "lower(account)", params)
+        total = self._s.scalar(f"SELECT count(*) FROM installations WHERE {where}", params)  # noqa: S608
+        # On the primary key, (app_key, account).
+        tail, backward = _ordered_page(query, total, ("account",), params)
+        rows = self._s.all(
+            "SELECT app_key, account, installed_by, installed_at, suspended "  # noqa: S608
+            f"FROM installations WHERE {where}{tail}",
+            params,
+        )
+        if backward:
+            rows.reverse()
+        return _page_of([_installation(row) for row in rows], total, query)
 
 
 class _Tokens:
@@ -354,23 +409,35 @@ class _Tokens:
         )
 
     def list(
-        self, app_key: str, account: str, query: ListQuery, *, now: datetime
+        self, app_key: str, account: str | None, query: ListQuery, *, now: datetime
     ) -> Page[AccessToken]:
-        params: list[object] = [app_key, account, _to_db(now)]
-        where = "app_key = ? AND account = ? AND expires_at > ?"
-        where += _search_clause(query, "search_text", params)
-        total = self._s.scalar(f"SELECT count(*) FROM tokens WHERE {where}", params)  # noqa: S608
-        # OFFSET steps over every row it skips, so a page is read from whichever end of the
-        # list is nearer: no page costs more than the count plus half the list (R26).
-        limit, offset, backward = _nearer_end(total, query)
+        params: list[object] = [app_key]
+        where = "app_key = ?"
+        order: tuple[str, ...] = ("account", "expires_at", "token_id")
+        if account is not None:
+            where += " AND account = ?"
+            params.append(account)
+            order = order[1:]
+        search: list[object] = []
+        searched = _search_clause(query, "search_text", search)
+        live = " AND expires_at > ?"
+        total = self._s.scalar(
+            f"SELECT count(*) FROM tokens WHERE {where}{live}{searched}",  # noqa: S608
+            [*params, _to_db(now), *search],
+        )
+        # On the pair index, (app_key, account, expires_at, token_id), in its own order.
+        page, expiry = query, _after_expiry(query) if account is not None else None
+        if expiry is not None and expiry > now:
+            # Every token after the position is live: SQLite would take "expires_at > now"
+            # for the range to scan, and step over the tokens up to the position.
+            live = ""
+        elif expiry is not None:
+            page = ListQuery(per_page=query.per_page)  # every live token is after it
+        params = [*params, *([_to_db(now)] if live else []), *search]
+        tail, backward = _ordered_page(page, total, order, params)
         rows = self._s.all(
-            f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE {where} "  # noqa: S608
-            + (
-                "ORDER BY expires_at DESC, token_id DESC LIMIT ? OFFSET ?"
-                if backward
-                else "ORDER BY expires_at, token_id LIMIT ? OFFSET ?"
-            ),
-            [*params, limit, offset],
+            f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE {where}{live}{searched}{tail}",  # noqa: S608
+            params,
         )
         if backward:
             rows.reverse()
@@ -389,6 +456,12 @@ class _Tokens:
         return deleted
 
 
+def _after_expiry(query: ListQuery) -> datetime | None:
+    """The expiry of the position a token page starts after, if it starts after one."""
+    first = query.after[0] if query.after is not None else None
+    return first if isinstance(first, datetime) else None
+
+
 class _Codes:
     def __init__(self, session: _Session) -> None:
         self._s = session
@@ -396,7 +469,7 @@ class _Codes:
     def add(self, code: AuthorizationCode, digest: bytes) -> None:
         self._s.execute(
             f"INSERT INTO codes (digest, {_CODE_COLUMNS}) "  # noqa: S608
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 digest,
                 code.app_key,
@@ -407,17 +480,25 @@ class _Codes:
                 _to_db(code.expires_at),
                 code.code_challenge,
                 code.code_challenge_method,
+                int(code.redirect_url_given),
+                _to_db(code.used_at) if code.used_at is not None else None,
+                code.family_id,
             ),
         )
 
-    def take(self, digest: bytes) -> AuthorizationCode | None:
-        # The transaction holds the write lock (BEGIN IMMEDIATE): nobody else can take it
-        # between the read and the delete.
+    def redeem(self, digest: bytes, *, at: datetime, family_id: str) -> AuthorizationCode | None:
+        # The transaction holds the write lock (BEGIN IMMEDIATE): nobody else can redeem it
+        # between the read and the update.
         row = self._s.one(f"SELECT {_CODE_COLUMNS} FROM codes WHERE digest = ?", (digest,))  # noqa: S608
         if row is None:
             return None
-        self._s.execute("DELETE FROM codes WHERE digest = ?", (digest,))
-        return _code(row)
+        code = _code(row)
+        if code.used_at is None:
+            self._s.execute(
+                "UPDATE codes SET used_at = ?, family_id = ? WHERE digest = ?",
+                (_to_db(at), family_id, digest),
+            )
+        return code
 
     def remove_for(self, app_key: str, account: str) -> int:
         return self._s.execute(

@@ -158,6 +158,17 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "ALTER TABLE installations_v4 RENAME TO installations",
         "CREATE INDEX installations_by_account ON installations (account, app_key)",
     ),
+    (
+        # A used code is kept, marked used with the grant family its exchange issued, until
+        # it expires: a replay then revokes that family (RFC 6749 section 10.5). Codes stored
+        # before were never used (taking one deleted it), and named their redirect URL.
+        """
+        ALTER TABLE codes ADD COLUMN redirect_url_given INTEGER NOT NULL DEFAULT 1
+            CHECK (redirect_url_given IN (0, 1))
+        """,
+        "ALTER TABLE codes ADD COLUMN used_at INTEGER",
+        "ALTER TABLE codes ADD COLUMN family_id TEXT",
+    ),
 )
 
 #: The schema version this code creates and understands.

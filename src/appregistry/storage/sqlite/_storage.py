@@ -301,6 +301,8 @@ class SQLiteStorage:
                 probe.close()
             if version == SCHEMA_VERSION:
                 return
+        elif not self._memory and self._path:
+            self._create_private_file()
         with self._connection() as connection:
             with self._mapped_errors():
                 connection.execute("PRAGMA journal_mode = WAL")
@@ -323,6 +325,27 @@ class SQLiteStorage:
                 with self._mapped_errors():
                     connection.execute("ROLLBACK")
                 raise
+
+    def _create_private_file(self) -> None:
+        """Create the empty database file readable and writable by its owner only (0600).
+
+        SQLite would create it as 0644 less the umask, so anyone on the machine could read
+        the digests, the app records and, with an encryption key configured elsewhere, the
+        ciphertexts. SQLite gives the write-ahead log and its shared-memory index the mode
+        of the database file, so they are 0600 too. An existing file keeps its mode: the
+        host chose it. (SQLite takes an empty file for an empty database.)
+        """
+        try:
+            descriptor = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return  # created meanwhile by another process: its mode is its creator's
+        except OSError:
+            return  # a missing folder, say: SQLite fails to open it next, and says so
+        try:
+            if hasattr(os, "fchmod"):  # POSIX: exactly 0600, whatever the umask took away
+                os.fchmod(descriptor, 0o600)
+        finally:
+            os.close(descriptor)
 
     def _check_schema(self, connection: sqlite3.Connection) -> int:
         """The file's schema version; raises if it is not ours or too new."""

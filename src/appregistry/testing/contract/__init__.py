@@ -40,10 +40,11 @@ needs only the fixtures of `StorageFixtures`.
 
 The suite checks: (a) each port method's documented edge behaviour (`appregistry.ports`),
 authorization codes and refresh tokens included; (b) the Registry's rules end to end on the
-storage, the OAuth grants included; (c) that a transaction which raises leaves nothing
-written; (d) that no plaintext secret, token or code ever reaches the ports; (e) that keys,
-peppers and secrets rotate without losing what they protect; and that racing operations
-serialize (a code is exchanged once, a refresh token rotated once).
+storage, the OAuth grants and the all-or-nothing bulk removals included; (c) that a
+transaction which raises leaves nothing written; (d) that no plaintext secret, token or code
+ever reaches the ports; (e) that keys, peppers and secrets rotate without losing what they
+protect; and that racing operations serialize (a code is exchanged once, a refresh token
+rotated once).
 
 This module needs pytest and Hypothesis (``pip install 'appregistry[testing]'``).
 """
@@ -60,6 +61,7 @@ from ._registry import REDIRECT as REDIRECT
 from ._registry import VERIFIER as VERIFIER
 from ._registry import RegistryContract
 from ._secrets import NoPlaintextContract, RotationContract
+from ._selections import SelectionContract
 from ._support import CODE_LIFETIME as CODE_LIFETIME
 from ._support import DAY as DAY
 from ._support import EVERYTHING as EVERYTHING
@@ -91,6 +93,7 @@ __all__ = [
     "RefreshTokenRepositoryContract",
     "RegistryContract",
     "RotationContract",
+    "SelectionContract",
     "StorageContents",
     "StorageContract",
     "StorageFactory",
@@ -116,6 +119,7 @@ class StorageContract(
     TransactionContract,
     PersistenceContract,
     RegistryContract,
+    SelectionContract,
     NoPlaintextContract,
     RotationContract,
     ConcurrencyContract,

@@ -26,6 +26,7 @@ from ...errors import (
     StorageError,
 )
 from ...ports import ListQuery, Storage
+from ._paging import assert_pages_agree
 from ._support import (
     EVERYTHING,
     T0,
@@ -299,6 +300,41 @@ class AppRepositoryContract(StorageFixtures):
         )
         assert ((), 25) == (beyond.items, beyond.total)
         assert (["app 13", "app 14", "app 15"], 10) == (_names(searched.items), searched.total)
+
+    @pytest.mark.parametrize("per_page", [1, 3, 7])
+    def test_app_pages_by_number_and_from_positions(self, storage: Storage, per_page: int) -> None:
+        """R26: a page after or before an app's position is the slice its number names.
+
+        Ties in the folded name are broken by key; one owner's list and a search's pages
+        agree too.
+        """
+        apps = [
+            make_app(owner="acme" if n % 3 else "other", name=name, description=f"n{n % 2}")
+            for n, name in enumerate(["b", "B", "a", "ä", "C", "c", "b", "A", "Ω", "z", "a"])
+        ]
+        for app in apps:
+            _add_app(storage, app)
+        ordered = sorted(apps, key=lambda a: (a.name.casefold(), a.key))
+
+        def position(listing: AppListing) -> tuple[str, str]:
+            return (listing.app.name.casefold(), listing.app.key)
+
+        with storage.transaction() as tx:
+            listings = [AppListing(app, 0) for app in ordered]
+            assert_pages_agree(tx.apps.list, position, listings, per_page=per_page)
+            assert_pages_agree(
+                lambda query: tx.apps.list(query, owner="acme"),
+                position,
+                [item for item in listings if item.app.owner == "acme"],
+                per_page=per_page,
+            )
+            assert_pages_agree(
+                tx.apps.list,
+                position,
+                [item for item in listings if item.app.description == "n1"],
+                per_page=per_page,
+                search="n1",
+            )
 
     def test_list_counts_instances(self, storage: Storage) -> None:
         """Each listed app carries the number of accounts that installed it."""

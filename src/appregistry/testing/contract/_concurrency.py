@@ -124,7 +124,9 @@ class _Race:
             for _ in range(_MAX_OPS):
                 revoked = self.revoked.is_set()
                 try:
-                    token = registry.issue_token(key, secret, account=self.account)
+                    token = registry.issue_token(
+                        key, secret, account=self.account, approved_by="alice"
+                    )
                 except Denied:
                     pass
                 else:

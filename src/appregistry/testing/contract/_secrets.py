@@ -123,14 +123,16 @@ def _exercise(registry: Registry, clock: ManualClock) -> list[str]:
     registry.install_app(other.app.key, "acme", by="user")
     tokens = [
         registry.issue_token(trusted.app.key, trusted.secret, user_agent="agent"),
-        registry.issue_token(other.app.key, imported.secret, account="acme"),
+        registry.issue_token(other.app.key, imported.secret, account="acme", approved_by="alice"),
     ]
     for token in tokens:
         registry.check_token(token.token)
     rotated_secret = registry.rotate_secret(trusted.app.key, old_secret_valid_until=clock() + DAY)
     regenerated = registry.regenerate_secret(other.app.key)
     registry.reveal_secret(other.app.key)
-    after = registry.issue_token(other.app.key, regenerated.secret, account="acme")
+    after = registry.issue_token(
+        other.app.key, regenerated.secret, account="acme", approved_by="alice"
+    )
     registry.check_token(after.token)
     clock.advance(2 * HOUR)
     registry.check_token(after.token)

@@ -181,8 +181,9 @@ def _add_code(storage: Storage, code: AuthorizationCode) -> bytes:
 
 
 def _take(storage: Storage, digest: bytes) -> AuthorizationCode | None:
+    """Redeem the code under ``digest`` now; the record as it was before, or ``None``."""
     with storage.transaction() as tx:
-        return tx.codes.take(digest)
+        return tx.codes.redeem(digest, at=T0, family_id=f"fam-{next(_ids):06d}")
 
 
 def _add_refresh(storage: Storage, token: RefreshToken) -> bytes:

@@ -12,15 +12,18 @@ import attrs
 import pytest
 
 from ..._records import (
+    AccessToken,
     AppsPermission,
     Grant,
     Installation,
+    Page,
     TokenContext,
 )
 from ...errors import (
     StorageError,
 )
 from ...ports import ListQuery, Storage
+from ._paging import assert_pages_agree
 from ._support import (
     EVERYTHING,
     HOUR,
@@ -62,12 +65,25 @@ class TokenRepositoryContract(StorageFixtures):
         assert stored is not None
         assert Grant.CLIENT_CREDENTIALS is stored.grant
 
+    def test_every_grant_round_trips(self, storage: Storage) -> None:
+        """Each `Grant`, the host-approved one included, comes back as stored, checks too."""
+        app = _add_app(storage)
+        tokens = {grant: make_token(app.key, grant=grant) for grant in Grant}
+        digests = {grant: _add_token(storage, token) for grant, token in tokens.items()}
+        with storage.transaction() as tx:
+            stored = {grant: tx.tokens.get(token.token_id) for grant, token in tokens.items()}
+        contexts = {grant: storage.token_context(digest) for grant, digest in digests.items()}
+        assert tokens == stored
+        assert tokens == {
+            grant: context.token for grant, context in contexts.items() if context is not None
+        }
+
     def test_missing_token_is_none(self, storage: Storage) -> None:
         """``get`` of an unknown id returns ``None``."""
         with storage.transaction() as tx:
             assert tx.tokens.get("no-such-token") is None
 
-    def test_adding_a_taken_id_raises(self, storage: Storage) -> None:
+    def test_adding_a_taken_token_id_raises(self, storage: Storage) -> None:
         """A second token with the same id raises `StorageError`; the first is kept."""
         app = _add_app(storage)
         token = make_token(app.key)
@@ -182,7 +198,98 @@ class TokenRepositoryContract(StorageFixtures):
         assert ["t2"] == [t.token_id for t in folded.items]
         assert (["t2", "t3"], 5) == ([t.token_id for t in second.items], second.total)
 
-    def test_purge_removes_at_most_limit_expired_tokens(self, storage: Storage) -> None:
+    def test_list_of_every_account_orders_by_account_then_expiry(self, storage: Storage) -> None:
+        """Without an account: the app's live tokens on every account, by account, expiry, id."""
+        app, other = _add_app(storage), _add_app(storage)
+        now = T0 + timedelta(minutes=10)
+        tokens = [
+            make_token(app.key, account, token_id=token_id, expires_at=T0 + hours * HOUR)
+            for account, token_id, hours in [
+                ("beta", "t1", 2),
+                ("acme", "t2", 2),
+                ("acme", "t3", 1),
+                ("Zeta", "t4", 3),
+                ("acme", "t0", 2),
+            ]
+        ]
+        dead = make_token(app.key, "acme", token_id="dead", expires_at=now)
+        elsewhere = make_token(other.key, "acme", token_id="elsewhere")
+        for token in [*tokens, dead, elsewhere]:
+            _add_token(storage, token)
+        with storage.transaction() as tx:
+            page = tx.tokens.list(app.key, None, EVERYTHING, now=now)
+            searched = tx.tokens.list(app.key, None, ListQuery(search="nothing"), now=now)
+        assert (["t4", "t3", "t0", "t2", "t1"], 5) == (
+            [t.token_id for t in page.items],
+            page.total,
+        )
+        assert ((), 0) == (searched.items, searched.total)
+
+    @pytest.mark.parametrize("per_page", [1, 2, 5])
+    def test_token_pages_by_number_and_from_positions(
+        self, storage: Storage, per_page: int
+    ) -> None:
+        """R26: a page after or before a token's position is the slice its number names.
+
+        For one account (position: expiry, id) and for every account (account first); with
+        expiries tied, and positions of tokens that have expired since.
+        """
+        app = _add_app(storage)
+        now = T0 + timedelta(minutes=10)
+        tokens = [
+            make_token(
+                app.key,
+                ("acme", "beta")[n % 2],
+                token_id=f"t{(n * 7) % 11:02d}",
+                expires_at=T0 + (n // 3) * 20 * timedelta(minutes=1),
+                user_agent=f"agent {n % 4}",
+            )
+            for n in range(11)
+        ]
+        with storage.transaction() as tx:
+            for token in tokens:
+                tx.tokens.add(token, new_digest())
+        live = [t for t in tokens if not t.is_expired(now)]
+        for account in ("acme", "beta"):
+            mine = sorted(
+                (t for t in live if t.account == account), key=lambda t: (t.expires_at, t.token_id)
+            )
+            with storage.transaction() as tx:
+
+                def read(query: ListQuery, account: str = account) -> Page[AccessToken]:
+                    return tx.tokens.list(app.key, account, query, now=now)
+
+                assert_pages_agree(
+                    read,
+                    lambda t: (t.expires_at, t.token_id),
+                    mine,
+                    per_page=per_page,
+                )
+                # After an expired token's position: from the first live one on.
+                first = tx.tokens.list(
+                    app.key,
+                    account,
+                    ListQuery(per_page=per_page, after=(T0, "")),
+                    now=now,
+                )
+            assert mine[:per_page] == list(first.items)
+        everyone = sorted(live, key=lambda t: (t.account, t.expires_at, t.token_id))
+        with storage.transaction() as tx:
+            assert_pages_agree(
+                lambda query: tx.tokens.list(app.key, None, query, now=now),
+                lambda t: (t.account, t.expires_at, t.token_id),
+                everyone,
+                per_page=per_page,
+            )
+            assert_pages_agree(
+                lambda query: tx.tokens.list(app.key, None, query, now=now),
+                lambda t: (t.account, t.expires_at, t.token_id),
+                [t for t in everyone if t.user_agent == "agent 1"],
+                per_page=per_page,
+                search="agent 1",
+            )
+
+    def test_purge_removes_at_most_limit_expired_access_tokens(self, storage: Storage) -> None:
         """``purge_expired`` removes only tokens dead at ``now``, at most ``limit`` at a time."""
         app = _add_app(storage)
         now = T0 + HOUR

@@ -115,10 +115,10 @@ class _GrantWorld:
 
 
 def _peek_code(storage: Storage, digest: bytes) -> AuthorizationCode | None:
-    # Taking is the only way to read a code: take it in a transaction that is rolled back.
+    # Redeeming is the only way to read a code: redeem it in a transaction that is rolled back.
     peeked: list[AuthorizationCode | None] = []
     with suppress(_Boom), storage.transaction() as tx:
-        peeked.append(tx.codes.take(digest))
+        peeked.append(tx.codes.redeem(digest, at=T0, family_id="peek"))
         raise _Boom
     return peeked[0]
 
@@ -138,7 +138,7 @@ def _grant_snapshot(storage: Storage, world: _GrantWorld) -> tuple[object, ...]:
 
 
 def _change_grants(tx: UnitOfWork, world: _GrantWorld) -> None:
-    tx.codes.take(world.code_digest)
+    tx.codes.redeem(world.code_digest, at=T0 + HOUR, family_id="new")
     tx.codes.add(make_code(world.app.key, "beta"), world.new_code_digest)
     tx.refresh_tokens.mark_rotated(world.refresh.token_id, T0 + HOUR)
     tx.refresh_tokens.remove_family("other")
