@@ -166,29 +166,16 @@ def _oauth_app(
     stylesheet_url: str,
     login_url: str | None,
 ) -> Any:
-    from .. import oauth2  # noqa: PLC0415 - the oauth2 extra
+    from ..oauth2 import make_asgi_app  # noqa: PLC0415 - the oauth2 extra
 
-    make_asgi_app = getattr(oauth2, "make_asgi_app", None)
-    if make_asgi_app is not None:
-        return make_asgi_app(
-            registry,
-            current_user=consent_user,
-            stylesheet_url=stylesheet_url,
-            login_url=login_url,
-        )
-    # FALLBACK until appregistry.oauth2.make_asgi_app lands: the WSGI app through a2wsgi,
-    # its consent page reading the ASGI request (and its session) a2wsgi keeps in environ.
-    from a2wsgi import WSGIMiddleware  # noqa: PLC0415
-    from starlette.requests import Request  # noqa: PLC0415
-
-    def from_environ(environ: Any) -> Any:
-        scope = environ.get("asgi.scope")
-        return consent_user(Request(scope)) if scope is not None else None
-
-    wsgi_app: Any = oauth2.make_wsgi_app(
-        registry, current_user=from_environ, stylesheet_url=stylesheet_url, login_url=login_url
+    # One implementation of the endpoints: the ASGI adapter runs the same core as the WSGI
+    # app, in a worker thread, and its consent page reads the pages' session.
+    return make_asgi_app(
+        registry,
+        current_user=consent_user,
+        stylesheet_url=stylesheet_url,
+        login_url=login_url,
     )
-    return WSGIMiddleware(wsgi_app)
 
 
 class _AccessLog:
