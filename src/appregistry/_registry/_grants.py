@@ -1,4 +1,9 @@
-"""OAuth 2.0 grants: client authentication, authorization codes, refresh and revocation."""
+"""OAuth 2.0 grants: client authentication, authorization codes, refresh and revocation.
+
+It stays one module a little over 600 lines: the code exchange, the refresh rotation, code
+replay and revocation all issue and revoke through the same token-family helpers
+(`_issue_pair`, `_revoke_family`), and a Registry part may not import another part.
+"""
 
 from __future__ import annotations
 
