@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 LINTED := $(wildcard src tests benchmarks docs fuzz)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test lint typecheck pytest browser chromium screenshots serve demo docs bench fuzz clean
+.PHONY: help venv test lint typecheck pytest browser chromium pgbouncer wrk screenshots serve demo docs bench fuzz clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -18,7 +18,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,oauth2,docs,web,browser]'
+	$(BIN)/python -m pip install --quiet -e '.[test,oauth2,docs,web,browser,bench]'
 	touch $(STAMP)
 
 venv: $(STAMP)  ## create .venv and install the project with its test extras
@@ -37,7 +37,7 @@ $(INTEROP)/node_modules: $(INTEROP)/package-lock.json
 	if command -v npm >/dev/null; then npm ci --prefix $(INTEROP) --no-audit --no-fund; \
 	else echo "npm is missing: the Node.js interop tests cannot run" >&2; fi
 
-pytest: $(STAMP) $(INTEROP)/node_modules  ## the test suite, docs and docstring examples included
+pytest: $(STAMP) $(INTEROP)/node_modules pgbouncer wrk  ## the test suite, docs and docstring examples included
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Playwright drives Debian's Chromium: no browser can be downloaded here, so install the
@@ -45,8 +45,19 @@ pytest: $(STAMP) $(INTEROP)/node_modules  ## the test suite, docs and docstring 
 chromium:  ## install Debian's chromium if it is missing
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
+# The PostgreSQL tests and `make bench` run the backend through a PgBouncer of their own in
+# transaction mode; install Debian's when it is missing (it lives in /usr/sbin).
+pgbouncer:  ## install Debian's pgbouncer if it is missing
+	command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer \
+		|| (apt-get update && apt-get install -y pgbouncer)
+
+# The HTTP rows of `make bench` (and their test) load the servers with wrk; install
+# Debian's when it is missing.
+wrk:  ## install Debian's wrk if it is missing
+	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
+
 # The browser suite runs apart from the rest: Playwright's sync API wants its own process.
-browser: $(STAMP) chromium  ## the browser tests (tests/browser), clicking through the seeds' story
+browser: $(STAMP) chromium  ## the browser tests (tests/browser), clicking through an app's whole story
 	$(BIN)/pytest -p no:cacheprovider tests/browser $(BROWSER_ARGS)
 
 screenshots: $(STAMP) chromium  ## a PNG of every page, in build/screenshots/
@@ -58,13 +69,13 @@ serve: $(STAMP)  ## the pages and OAuth 2.0 endpoints on a scratch database, wit
 
 test: lint typecheck pytest browser  ## everything CI runs
 
-demo: $(STAMP)  ## the main job: walk through the seeds' story
+demo: $(STAMP)  ## the main job: walk through an app's story, registration to tokens
 	$(BIN)/python -m appregistry demo
 
 docs: $(STAMP)  ## build the HTML docs; warnings are errors
 	$(BIN)/sphinx-build -W --keep-going -b html docs build/docs
 
-bench: $(STAMP)  ## benchmarks (see docs/performance.md)
+bench: $(STAMP) pgbouncer wrk  ## benchmarks (see docs/performance.md)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 # Seconds each atheris harness runs for; FUZZ_ARGS go to every harness (e.g. -atheris_runs=N).

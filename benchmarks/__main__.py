@@ -5,12 +5,24 @@ Examples::
     python -m benchmarks                     # the full run: 10,000 and 1,000,000 tokens
     python -m benchmarks --quick             # tiny sizes, a few seconds: a smoke test
     python -m benchmarks --backends memory,sqlite --output /tmp/bench.json
+    python -m benchmarks --backends pgbouncer  # the check rows through PgBouncer alone
 
 PostgreSQL is reached at ``--postgres-url``, else ``$APPREGISTRY_BENCH_POSTGRES``, else
 ``$APPREGISTRY_TEST_POSTGRES``, else ``postgresql://postgres@127.0.0.1:5432/test``. The run
 works in a schema of its own (``appregistry_bench_<random>``) and drops it at the end. When
 the server cannot be reached and ``--backends`` was not given, its rows are skipped with a
 warning (and listed under ``skipped`` in the JSON).
+
+``pgbouncer`` runs the check rows (``check_valid_postgres_pgbouncer``,
+``check_unknown_postgres_pgbouncer``) through a PgBouncer in transaction mode that the run
+starts in front of that server (see ``appregistry.testing._pgbouncer``); without the
+``pgbouncer`` binary they are skipped in the same way.
+
+The HTTP rows (``http_check_<db>``, ``http_client_credentials_<db>``, see ``_http.py``)
+serve the library and django-oauth-toolkit under gunicorn and load them with ``wrk``, for
+``sqlite`` and ``postgres`` among the backends; ``--no-http`` leaves them out, ``--http``
+runs them in ``--quick`` mode too. Without wrk, gunicorn or django-oauth-toolkit (the
+``bench`` extra) they are skipped with the reason under ``skipped``.
 """
 
 from __future__ import annotations
@@ -25,12 +37,16 @@ import traceback
 from contextlib import nullcontext
 from pathlib import Path
 
-from ._backends import Backend, MemoryBackend, PostgresBackend, SQLiteBackend
+from appregistry.testing._pgbouncer import find_pgbouncer
+
+from ._backends import Backend, MemoryBackend, PgBouncerBackend, PostgresBackend, SQLiteBackend
+from ._cache import add_memory_floor
 from ._harness import FULL, QUICK, Row, awake_cpus, machine, table, write_json
-from ._suite import memory_bytes_per_token, run_backend
+from ._http import http_problem, http_rows
+from ._suite import memory_bytes_per_token, run_backend, run_check_rows
 from ._world import World
 
-BACKENDS = ("memory", "sqlite", "postgres")
+BACKENDS = ("memory", "sqlite", "postgres", "pgbouncer")
 Stats = dict[str, float]
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 #: The issue's targets for the storage measurements, in bytes per token.
@@ -50,6 +66,13 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         "when unreachable unless named here)",
     )
     parser.add_argument("--postgres-url", help="the PostgreSQL server to use")
+    parser.add_argument(
+        "--http",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the HTTP rows against django-oauth-toolkit, for sqlite and postgres among the "
+        "backends (default: on, except with --quick)",
+    )
     parser.add_argument(
         "--let-cpus-idle",
         action="store_true",
@@ -103,6 +126,8 @@ def _open(name: str, arguments: argparse.Namespace) -> Backend:
     if name == "sqlite":
         arguments.workdir.mkdir(parents=True, exist_ok=True)
         return SQLiteBackend(arguments.workdir)
+    if name == "pgbouncer":
+        return PgBouncerBackend(_postgres_url(arguments))
     return PostgresBackend(_postgres_url(arguments))
 
 
@@ -114,15 +139,19 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     skipped: list[str] = []
     backends = list(arguments.chosen)
-    if "postgres" in backends:
+    for name in ("postgres", "pgbouncer"):
+        if name not in backends:
+            continue
         problem = _postgres_problem(_postgres_url(arguments))
+        if problem is None and name == "pgbouncer" and find_pgbouncer() is None:
+            problem = "pgbouncer is not installed (apt-get install pgbouncer)"
         if problem is not None:
             if arguments.explicit:
-                print(f"cannot benchmark postgres: {problem}", file=sys.stderr)
+                print(f"cannot benchmark {name}: {problem}", file=sys.stderr)
                 return 2
-            print(f"warning: skipping postgres: {problem}", file=sys.stderr)
-            skipped.append(f"postgres: {problem}")
-            backends.remove("postgres")
+            print(f"warning: skipping {name}: {problem}", file=sys.stderr)
+            skipped.append(f"{name}: {problem}")
+            backends.remove(name)
 
     print(f"building the data set ({'quick' if arguments.quick else 'full'})", file=sys.stderr)
     world = World.make(sizes)
@@ -136,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             if not awake:
                 print("note: the CPUs may idle between round trips", file=sys.stderr)
             rows, stats, failed = _measure(backends, arguments, world)
+            rows += _http(backends, arguments, skipped, failed)
     finally:
         if not workdir_existed and arguments.workdir.exists():
             shutil.rmtree(arguments.workdir)
@@ -185,13 +215,40 @@ def _measure(
         stats |= measured
     if "memory" in backends:
         stats["memory_bytes_per_token"] = memory_bytes_per_token(world, world.sizes)
+    add_memory_floor(rows)
     return rows, stats, failed
+
+
+def _http(
+    backends: list[str], arguments: argparse.Namespace, skipped: list[str], failed: list[str]
+) -> list[Row]:
+    """The HTTP rows (``benchmarks._http``) of the SQL backends run, unless turned off."""
+    wanted = not arguments.quick if arguments.http is None else arguments.http
+    dbs = [name for name in ("sqlite", "postgres") if name in backends]
+    if not wanted or not dbs:
+        return []
+    problem = http_problem()
+    if problem is not None:
+        print(f"warning: skipping the HTTP rows: {problem}", file=sys.stderr)
+        skipped.append(f"http: {problem}")
+        return []
+    arguments.workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        found = http_rows(dbs, arguments.workdir, _postgres_url(arguments), quick=arguments.quick)
+    except Exception as exc:  # noqa: BLE001 - reported, and the other rows are kept
+        traceback.print_exc()
+        failed.append(f"http: {type(exc).__name__}: {exc}")
+        return []
+    print(table(found), file=sys.stderr, flush=True)
+    return found
 
 
 def _run(name: str, arguments: argparse.Namespace, world: World) -> tuple[list[Row], Stats]:
     """One backend's rows, on a backend opened for them and closed (and removed) after."""
     bench = _open(name, arguments)
     try:
+        if name == "pgbouncer":
+            return run_check_rows(bench, world, world.sizes), {}
         return run_backend(bench, world, world.sizes)
     finally:
         bench.close()

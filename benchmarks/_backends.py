@@ -22,6 +22,7 @@ import sqlite3
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
@@ -415,8 +416,10 @@ class PostgresBackend(Backend):
     """`PostgresStorage` in a schema of its own, against raw ``psycopg`` in the same schema."""
 
     name = "postgres"
+    #: Whether the baselines prepare their statements, as the library's storage does.
+    prepare: ClassVar[bool] = True
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, storage_url: str | None = None) -> None:
         import psycopg  # noqa: PLC0415 - only when PostgreSQL is benchmarked
         from psycopg import sql  # noqa: PLC0415
 
@@ -427,7 +430,8 @@ class PostgresBackend(Backend):
         self._raw = psycopg.connect(url, autocommit=True)
         try:
             self.registry = Registry(
-                storage=PostgresStorage.from_url(url, schema=self.schema), pepper=PEPPER
+                storage=PostgresStorage.from_url(storage_url or url, schema=self.schema),
+                pepper=PEPPER,
             )
         except BaseException:
             self._drop()
@@ -545,9 +549,10 @@ class PostgresBackend(Backend):
             at["trusted"],
         )
         suspended_at, permitted_at = at["suspended"], at["granted_by"]
+        prepare = self.prepare
 
         def check(token: str) -> bool:
-            row = self._cursor.execute(query, (digest(token),), prepare=True).fetchone()
+            row = self._cursor.execute(query, (digest(token),), prepare=prepare).fetchone()
             if row is None:
                 return False
             client_credentials = row[grant] == "client_credentials"
@@ -563,8 +568,8 @@ class PostgresBackend(Backend):
         return check
 
     def raw_query(self) -> Callable[[bytes], object] | None:
-        query = self._check
-        return lambda digest: self._cursor.execute(query, (digest,), prepare=True).fetchone()
+        query, prepare = self._check, self.prepare
+        return lambda digest: self._cursor.execute(query, (digest,), prepare=prepare).fetchone()
 
     def raw_issue(self, pair: Pair) -> None:
         token, token_id = _new_token()
@@ -581,7 +586,7 @@ class PostgresBackend(Backend):
                 self._digest(token),
                 search_text(USER_AGENT),
             ),
-            prepare=True,
+            prepare=self.prepare,
         )
 
     def raw_purge(self) -> int:
@@ -606,3 +611,36 @@ class PostgresBackend(Backend):
             sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.schema))
         )
         self._raw.close()
+
+
+class PgBouncerBackend(PostgresBackend):
+    """`PostgresBackend` with the storage and the baselines behind PgBouncer (transaction mode).
+
+    Only the check rows run here (`benchmarks._suite.run_check_rows`). The storage is opened
+    with ``prepare=off``, as a pooler in transaction mode needs, and the baseline sends the
+    same query through the same pooler, unprepared too: the ratio is the library's cost over
+    a round trip through the pooler. Bulk loads go to the server directly.
+    """
+
+    name = "postgres_pgbouncer"
+    prepare = False
+
+    def __init__(self, url: str) -> None:
+        from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415
+
+        from appregistry.testing._pgbouncer import running_pgbouncer  # noqa: PLC0415
+
+        database = str(conninfo_to_dict(url).get("dbname") or "postgres")
+        self._pooler = ExitStack()
+        bouncer = self._pooler.enter_context(running_pgbouncer(url, pools={database: None}))
+        try:
+            super().__init__(url, storage_url=bouncer.url(database, prepare="off"))
+        except BaseException:
+            self._pooler.close()
+            raise
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._pooler.close()

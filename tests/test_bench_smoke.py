@@ -55,7 +55,15 @@ def run_quick(tmp_path: Path, *options: str) -> dict[str, Any]:
 
 
 #: Rows of one backend only, after the row they follow.
-EXTRA_ROWS = {"check_unknown_memory": ["check_asgi_memory"]}
+EXTRA_ROWS = {
+    "check_unknown_memory": ["check_asgi_memory"],
+    "check_unknown_sqlite": ["check_cached_sqlite", "revocation_latency_sqlite"],
+    "check_unknown_postgres": [
+        "check_cached_postgres",
+        "check_cached_postgres_mixed",
+        "revocation_latency_postgres",
+    ],
+}
 
 
 def expected_rows(*backends: str) -> list[str]:

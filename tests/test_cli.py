@@ -306,7 +306,7 @@ class TestDatabaseErrors:
 
 
 class TestHelpAndDemo:
-    """Every level has help with an example; the demo walks the seeds' story."""
+    """Every level has help with an example; the demo walks an app's story."""
 
     @pytest.mark.parametrize(
         "argv",

@@ -67,6 +67,21 @@ class TestTimes:
         assert "Apr 20, 2015 09:56:40 UTC" in table
 
 
+class TestTokenList:
+    """The token list names who approved each token; nobody, for client credentials."""
+
+    def test_the_approved_by_column(self, registry: Registry) -> None:
+        key, secret = installed_app(registry)
+        registry.issue_token(key, secret, account="org-1", approved_by="approver-7")
+
+        lines = run(registry, "tokens", "list", key, "org-1").text.splitlines()
+        listed = run(registry, "--json", "tokens", "list", key, "org-1").data
+
+        assert lines[0].rstrip().endswith("User Agent  Approved by")
+        assert lines[1].rstrip().endswith("approver-7")
+        assert ["approver-7"] == [item["approved_by"] for item in listed["items"]]
+
+
 class TestErrors:
     """A field problem names its field once, and a refused token says one reason (R25)."""
 

@@ -143,7 +143,10 @@ class TestReencryptSecrets:
         assert (0, {"reencrypted": 3}) == (moved.returncode, _json(moved))
         assert (0, {"reencrypted": 0}) == (again.returncode, _json(again))
         assert (0, {"reencrypted": 0}) == (newest_only.returncode, _json(newest_only))
-        assert (2, "not_decryptable") == (oldest_only.returncode, _json(oldest_only)["error"])
+        # Once the rotation has run, the storage is the new key's: the old one alone is
+        # refused before any command runs (ConfigurationError), with a way out.
+        assert (2, "configuration") == (oldest_only.returncode, _json(oldest_only)["error"])
+        assert "rotating keys" in oldest_only.stderr
         said = "".join(r.stdout + r.stderr for r in (moved, again, newest_only, oldest_only))
         assert [] == [v for v in (old, new, *(a["secret"] for a in apps)) if v in said]
 

@@ -856,6 +856,7 @@ class TestExportedMembers:
             "RegistryValidator",
             "SignedInUser",
             "TOKEN_PATH",
+            "Throttling",
             "bearer_token",
             "default_consent_page",
             "endpoint_paths",

@@ -309,7 +309,6 @@ class TestErrorBodies:
 
     def requests(self, world: World) -> Iterator[Answer]:
         client = world.client
-        yield client.get("/uapi/me")
         yield client.get("/uapi/me", headers={"Authorization": "Bearer unknown"})
         yield client.get(
             "/uapi/me", query="accessRequestToken=a", headers={"Authorization": "Bearer b"}
@@ -330,7 +329,14 @@ class TestErrorBodies:
             for status, body in bodies
             if not (isinstance(body.get("error"), str) and body.get("error_description"))
         ]
-        assert [401, 401, 400, 404, 405, 401, 400, 400, 400, 401, 413] == [s for s, _ in bodies]
+        assert [401, 400, 404, 405, 401, 400, 400, 400, 401, 413] == [s for s, _ in bodies]
+
+    def test_no_token_has_a_description_and_no_code(self, world: World) -> None:
+        """RFC 6750 3.1: a request without a token gets no error code, in body or challenge."""
+        answer = world.client.get("/uapi/me")
+        assert (401, None) == (answer.status, answer.json().get("error"))
+        assert answer.json()["error_description"]
+        assert 'Bearer realm="appregistry"' == answer.headers["WWW-Authenticate"]
 
 
 class TestRedirectsAreNotCached:
@@ -524,9 +530,10 @@ def _exchange_twice(registry: Registry, key: str, code: str) -> tuple[str, str]:
 class TestCodesAcrossTheMigration:
     """Codes issued before the schema kept used codes still work once, and replays are caught.
 
-    The database is made at the current version, then its codes table is put back as the
-    previous version had it (no redirect_url_given, used_at, family_id) with that version's
-    number: opening it migrates forward.
+    The database is made at the current version, then put back as the version before the
+    codes migration had it (codes without redirect_url_given, used_at, family_id; and
+    without what the later migrations added) with that version's number: opening it
+    migrates forward.
     """
 
     def test_sqlite_version_4(self, tmp_path: Any) -> None:
@@ -538,7 +545,16 @@ class TestCodesAcrossTheMigration:
         connection = sqlite3.connect(path)
         for column in ("family_id", "used_at", "redirect_url_given"):
             connection.execute(f"ALTER TABLE codes DROP COLUMN {column}")
-        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+        # Undo version 6 too: the token approver and last use, the change log, the settings.
+        for table, column in (
+            ("tokens", "approved_by"),
+            ("tokens", "last_used_at"),
+            ("refresh_tokens", "approved_by"),
+        ):
+            connection.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        connection.execute("DROP TABLE change_log")
+        connection.execute("DROP TABLE settings")
+        connection.execute("PRAGMA user_version = 4")
         connection.commit()
         connection.close()
         with Registry(storage=SQLiteStorage(path), clock=ManualClock()) as registry:
@@ -567,9 +583,19 @@ class TestCodesAcrossTheMigration:
                     "DROP COLUMN redirect_url_given"
                 ).format(table("appregistry_codes"))
             )
+            # Undo version 5 too: the token approver and last use, and the settings.
             admin.execute(
-                sql.SQL("UPDATE {} SET version = %s").format(table("appregistry_schema_version")),
-                (SCHEMA_VERSION - 1,),
+                sql.SQL(
+                    "ALTER TABLE {} DROP COLUMN approved_by, DROP COLUMN last_used_at; "
+                    "ALTER TABLE {} DROP COLUMN approved_by; DROP TABLE {}"
+                ).format(
+                    table("appregistry_tokens"),
+                    table("appregistry_refresh_tokens"),
+                    table("appregistry_settings"),
+                )
+            )
+            admin.execute(
+                sql.SQL("UPDATE {} SET version = 3").format(table("appregistry_schema_version"))
             )
             storage = PostgresStorage.from_url(postgres_url, schema=postgres_schema)
             with Registry(storage=storage, clock=ManualClock()) as registry:

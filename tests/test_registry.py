@@ -144,6 +144,7 @@ class _InstrumentedUnit:
         self.tokens = _InstrumentedRepository("tokens", tx.tokens, storage)
         self.codes = _InstrumentedRepository("codes", tx.codes, storage)
         self.refresh_tokens = _InstrumentedRepository("refresh_tokens", tx.refresh_tokens, storage)
+        self.settings = _InstrumentedRepository("settings", tx.settings, storage)
 
 
 class _InstrumentedRepository:

@@ -40,6 +40,7 @@ from appregistry import (
     Registry,
     TokenContext,
 )
+from appregistry._credentials import Credentials
 from appregistry._registry import MAX_SECRET_GRACE, _FailureCounter
 from appregistry.oauth2 import make_server
 from appregistry.storage.memory import MemoryStorage
@@ -425,7 +426,13 @@ class TestEncryptionKeyRotation:
     ) -> None:
         old_key, lost_key, new_key = (Fernet.generate_key() for _ in range(3))
         apps = [register(make_registry(secret_encryption_key=old_key)) for _ in range(4)]
-        lost = register(make_registry(secret_encryption_key=lost_key))
+        lost = register(make_registry(secret_encryption_key=old_key))
+        # A registry with the lost key is refused (ConfigurationError): its ciphertext is
+        # written to storage directly, as a key dropped too soon would have left it.
+        with storage.transaction() as tx:
+            tx.apps.set_secret(
+                lost.app.key, Credentials(encryption_key=lost_key).store_secret(lost.secret)
+            )
         rotating = make_registry(secret_encryption_key=[new_key, old_key])
         order = sorted(a.app.key for a in (*apps, lost))
         with storage.transaction() as tx:

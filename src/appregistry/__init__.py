@@ -39,11 +39,12 @@ from ._records import (
     StoredSecret,
     TokenContext,
 )
-from ._registry import UNSET, Clock, Listener, Registry, TokenCheck
+from ._registry import UNSET, CheckCache, Clock, Listener, Registry, TokenCheck
 from ._validation import display_url, search_text
 from .errors import (
     AppNotFound,
     AppRegistryError,
+    ConfigurationError,
     Denied,
     FieldProblem,
     InstallationNotFound,
@@ -70,7 +71,9 @@ __all__ = [
     "AppRegistryError",
     "AppsPermission",
     "AuthorizationCode",
+    "CheckCache",
     "Clock",
+    "ConfigurationError",
     "Decision",
     "Denied",
     "Event",

@@ -35,6 +35,7 @@ __all__ = [
     "CREDENTIAL_LENGTH",
     "TOKEN_LENGTH",
     "Credentials",
+    "fingerprint",
     "generate_key",
     "generate_secret",
     "generate_token",
@@ -242,6 +243,34 @@ def _peppers(pepper: bytes | Sequence[bytes | None] | None) -> tuple[bytes, ...]
     return tuple(peppers)
 
 
+# What a fingerprint is of, as its label says: a pepper's and a key's never coincide.
+_PEPPER_PRINT_LABEL: Final = b"appregistry fingerprint v1: pepper"
+_KEY_PRINT_LABEL: Final = b"appregistry fingerprint v1: secret encryption key"
+_FINGERPRINT_LENGTH: Final = 16
+
+
+def fingerprint(material: bytes, label: bytes = _PEPPER_PRINT_LABEL) -> bytes:
+    """A keyed fingerprint of a pepper or key: HMAC-SHA256(material, label), 16 bytes.
+
+    Storage keeps it so that a registry opened with another pepper or key refuses to run
+    instead of finding every token unknown. It tells whether two peppers are the same and
+    nothing else: without the pepper it cannot be made, and it cannot be turned back into
+    the pepper, which is its HMAC key. Sixteen bytes make two peppers' fingerprints equal
+    by chance with a probability of 2**-128.
+
+    >>> mine = fingerprint(b"pepper")
+    >>> mine == fingerprint(b"pepper"), mine == fingerprint(b"other"), len(mine)
+    (True, False, 16)
+    """
+    return hmac.digest(material, label, "sha256")[:_FINGERPRINT_LENGTH]
+
+
+def _key_material(key: bytes | str) -> bytes:
+    # A Fernet key's 32 bytes, whichever spelling (str or bytes, padded or not) it came in.
+    text = key.encode("ascii") if isinstance(key, str) else bytes(key)
+    return base64.urlsafe_b64decode(text + b"=" * (-len(text) % 4))
+
+
 def _fernets(key: bytes | str | Sequence[bytes | str] | None) -> tuple[MultiFernet, Fernet] | None:
     """A `MultiFernet` over the encryption keys (newest first) and the newest key's `Fernet`.
 
@@ -295,7 +324,9 @@ class Credentials:
         "_code_macs",
         "_dummy_digest",
         "_fernet",
+        "_key_prints",
         "_newest_fernet",
+        "_pepper_prints",
         "_refresh_mac",
         "_refresh_macs",
         "_secret_mac",
@@ -324,6 +355,18 @@ class Credentials:
         self._fernet: MultiFernet | None = fernets[0] if fernets is not None else None
         self._newest_fernet: Fernet | None = fernets[1] if fernets is not None else None
         self._dummy_digest = _finish(self._secret_mac, secrets.token_urlsafe(32))
+        self._pepper_prints = tuple(fingerprint(each) for each in peppers)
+        self._key_prints: tuple[bytes, ...] = ()
+        if encryption_key is not None:
+            # _fernets checked them: each is a valid Fernet key.
+            keys = (
+                [encryption_key]
+                if isinstance(encryption_key, bytes | bytearray | str)
+                else list(encryption_key)
+            )
+            self._key_prints = tuple(
+                fingerprint(_key_material(each), _KEY_PRINT_LABEL) for each in keys
+            )
 
     def __repr__(self) -> str:
         return f"Credentials(can_reveal={self.can_reveal}, peppers={len(self._secret_macs)})"
@@ -337,6 +380,29 @@ class Credentials:
     def rotating_peppers(self) -> bool:
         """Whether older peppers are configured beside the newest (look-ups try each)."""
         return len(self._secret_macs) > 1
+
+    @property
+    def pepper_fingerprints(self) -> tuple[bytes, ...]:
+        """The `fingerprint` of each configured pepper, newest first."""
+        return self._pepper_prints
+
+    @property
+    def key_fingerprints(self) -> tuple[bytes, ...]:
+        """The `fingerprint` of each encryption key, newest first; empty without a key."""
+        return self._key_prints
+
+    def decrypts(self, ciphertext: bytes) -> bool:
+        """Whether one of the configured encryption keys decrypts ``ciphertext``.
+
+        ``False`` without a key. The plaintext is dropped at once.
+        """
+        if self._fernet is None:
+            return False
+        try:
+            self._fernet.decrypt(ciphertext)
+        except InvalidToken:
+            return False
+        return True
 
     def token_digest(self, token: str) -> bytes:
         """The keyed digest under which a token is stored and looked up (newest pepper).

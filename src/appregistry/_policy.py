@@ -1,7 +1,7 @@
-"""The policy layer: pure rules that decide whether an app or a token may act now (R23-R25).
+"""The policy layer: pure rules that decide whether an app or a token may act now.
 
 A rule takes an `AccessRequest` (records already read from storage) and ``now``, and returns a
-denying `Decision` or ``None`` for "no objection". It does no I/O and reads no clock (R24).
+denying `Decision` or ``None`` for "no objection". It does no I/O and reads no clock.
 A `Policy` runs its rules in order; the first denial wins, and with none the answer is
 `Decision.allow`. The built-in rules come first, in the order of the `Reason` codes, so when
 several apply the first in that order is reported; host rules run after them.
@@ -111,8 +111,8 @@ class AccessRequest:
         installation: The app's installation on ``account``, if any.
         permission: ``account``'s apps permission, if granted.
         needs_installation: Whether acting on ``account`` requires the app to be installed
-            there (false for a trusted app acting for its owner, R19).
-        needs_trust: Whether the app must be trusted (client credentials, R19).
+            there (false for a trusted app acting for its owner).
+        needs_trust: Whether the app must be trusted (client credentials).
         credentials_valid: For `Action.ISSUE_TOKEN`: whether key and secret matched;
             ``None`` when no credentials were presented.
     """
@@ -135,7 +135,7 @@ class AccessRequest:
         installation: Installation | None = None,
         permission: AppsPermission | None = None,
     ) -> AccessRequest:
-        """The request a presented token makes: its grant decides what it needs (R19)."""
+        """The request a presented token makes: its grant decides what it needs."""
         client_credentials = token is not None and token.grant is Grant.CLIENT_CREDENTIALS
         return cls(
             Action.USE_TOKEN,
@@ -161,35 +161,35 @@ def token_known(request: AccessRequest, now: datetime) -> Decision | None:
 
 
 def token_unexpired(request: AccessRequest, now: datetime) -> Decision | None:
-    """A token is dead from its ``expires_at`` on (R18)."""
+    """A token is dead from its ``expires_at`` on."""
     if request.token is not None and request.token.is_expired(now):
         return Decision.deny(Reason.TOKEN_EXPIRED, "the token has expired")
     return None
 
 
 def app_known(request: AccessRequest, now: datetime) -> Decision | None:
-    """The app must exist: a removed app's key never works again (R13)."""
+    """The app must exist: a removed app's key never works again."""
     if request.app is None:
         return Decision.deny(Reason.APP_UNKNOWN, "the app does not exist")
     return None
 
 
 def app_enabled(request: AccessRequest, now: datetime) -> Decision | None:
-    """A disabled app cannot obtain tokens, use them, or be installed (R11)."""
+    """A disabled app cannot obtain tokens, use them, or be installed."""
     if request.app is not None and not request.app.enabled:
         return Decision.deny(Reason.APP_DISABLED, "the app is disabled")
     return None
 
 
 def installation_present(request: AccessRequest, now: datetime) -> Decision | None:
-    """Acting for an account needs the app installed there, unless R19's owner exception holds."""
+    """Acting for an account needs the app installed there, unless it acts for its trusted owner."""
     if request.needs_installation and request.installation is None:
         return Decision.deny(Reason.INSTALLATION_MISSING, "the app is not installed on the account")
     return None
 
 
 def installation_active(request: AccessRequest, now: datetime) -> Decision | None:
-    """A suspended installation stops the app on that account only (R12).
+    """A suspended installation stops the app on that account only.
 
     It applies whatever the grant: a trusted app's owner who installed it and suspended it
     has stopped it on that account, client-credentials tokens included.
@@ -201,21 +201,21 @@ def installation_active(request: AccessRequest, now: datetime) -> Decision | Non
 
 
 def account_permitted(request: AccessRequest, now: datetime) -> Decision | None:
-    """The account needs the provider's apps permission (R14)."""
+    """The account needs the provider's apps permission."""
     if request.permission is None:
         return Decision.deny(Reason.APPS_NOT_PERMITTED, "the account is not permitted to use apps")
     return None
 
 
 def credentials_valid(request: AccessRequest, now: datetime) -> Decision | None:
-    """Key and secret must match, when they are presented (R25)."""
+    """Key and secret must match, when they are presented."""
     if request.credentials_valid is False:
         return Decision.deny(Reason.BAD_CREDENTIALS, "the key or secret is wrong")
     return None
 
 
 def app_trusted(request: AccessRequest, now: datetime) -> Decision | None:
-    """Only a trusted app acts by key and secret alone (R19)."""
+    """Only a trusted app acts by key and secret alone."""
     if request.needs_trust and request.app is not None and not request.app.trusted:
         return Decision.deny(Reason.APP_NOT_TRUSTED, "the app is not trusted")
     return None

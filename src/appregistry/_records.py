@@ -17,7 +17,7 @@ T = TypeVar("T")
 
 
 class Grant(enum.StrEnum):
-    """How an access token was obtained; it decides which rules apply to it (R19)."""
+    """How an access token was obtained; it decides which rules apply to it."""
 
     #: A trusted app with its key and secret alone; the token acts for the app's owner.
     CLIENT_CREDENTIALS = "client_credentials"
@@ -83,7 +83,7 @@ class StoredSecret:
 
 @attrs.frozen
 class AppsPermission:
-    """The provider's permission for an account to use apps (R14). No record: not permitted."""
+    """The provider's permission for an account to use apps. No record: not permitted."""
 
     account: str
     granted_by: str
@@ -92,7 +92,7 @@ class AppsPermission:
 
 @attrs.frozen
 class Installation:
-    """An app authorized on an account (R15): when, by whom, and whether it is suspended."""
+    """An app authorized on an account: when, by whom, and whether it is suspended."""
 
     app_key: str
     account: str
@@ -103,7 +103,7 @@ class Installation:
 
 @attrs.frozen
 class AccessToken:
-    """The stored facts about an access token; the token itself is only ever a digest (R17).
+    """The stored facts about an access token; the token itself is only ever a digest.
 
     >>> from datetime import datetime, timedelta, UTC
     >>> t0 = datetime(2015, 4, 20, 9, 56, 40, tzinfo=UTC)
@@ -123,6 +123,13 @@ class AccessToken:
     #: The grant family (one authorization) the token belongs to, so that a family can be
     #: revoked at once; ``None`` for tokens issued outside a family (client credentials).
     family_id: str | None = None
+    #: The user who approved the token for its account: ``approved_by`` of
+    #: `appregistry.Registry.issue_token`, or the authorization code's approver (the tokens
+    #: of a refresh rotation keep it). ``None`` for client credentials, which nobody
+    #: approves, and for tokens stored before it was recorded.
+    approved_by: str | None = None
+    #: When the token was last used; kept by storage, ``None`` until something records it.
+    last_used_at: datetime | None = None
 
     def is_expired(self, now: datetime) -> bool:
         """Whether the token is dead at ``now``: from ``expires_at`` on, it is."""
@@ -184,6 +191,9 @@ class RefreshToken:
     issued_at: datetime
     expires_at: datetime
     rotated_at: datetime | None = None
+    #: The user who approved the authorization the family stands for, so that every access
+    #: token the rotation issues carries it too; ``None`` when not recorded.
+    approved_by: str | None = None
 
     def is_expired(self, now: datetime) -> bool:
         """Whether the token is dead at ``now``: from ``expires_at`` on, it is."""
@@ -191,7 +201,7 @@ class RefreshToken:
 
 
 class TokenContext(NamedTuple):
-    """Everything a token check needs, read by storage in one round trip (S3).
+    """Everything a token check needs, read by storage in one round trip.
 
     ``app``, ``installation`` and ``permission`` are those of the token's app and account, or
     ``None`` when they do not exist.
@@ -211,7 +221,7 @@ class AppContext:
     """An app with what acting for one account takes, read by storage in one round trip.
 
     Issuing a token reads it: the app, its stored secret (to authenticate the caller), and
-    ``account``'s installation of the app and apps permission (R12, R14, R19). ``account`` is
+    ``account``'s installation of the app and apps permission. ``account`` is
     the account asked for or, when none was, the app's owner; ``installation`` and
     ``permission`` are ``None`` when they do not exist.
     """
@@ -231,8 +241,8 @@ class Page(Generic[T]):
     for the page that follows this one, or ``before`` (with ``page=page - 1``) for the one
     that precedes it. A page reached by a cursor is read from the list's index at that
     position, so it costs what the first page does however deep it is; a page asked for by
-    its number alone is counted out from the nearer end of the list (see R26 in
-    ``docs/concepts.md``). ``after`` is ``None`` on the last page, ``before`` on the first,
+    its number alone is counted out from the nearer end of the list (see "What a page costs"
+    in ``docs/concepts.md``). ``after`` is ``None`` on the last page, ``before`` on the first,
     and both on a page without entries.
 
     >>> Page(items=("a", "b"), total=12, page=2, per_page=10).pages
@@ -262,11 +272,11 @@ class AppListing:
 
 @attrs.frozen
 class InstallationListing:
-    """An app on an account's App Management, with the live Access Tokens count (R21).
+    """An app on an account's App Management, with the live Access Tokens count.
 
     Mostly an installed app: ``installation`` says when and by whom. An account's own app
     that is not installed there but has live tokens for it (a trusted app's
-    client-credentials tokens, R19) is listed too, with ``installation=None``, so that its
+    client-credentials tokens) is listed too, with ``installation=None``, so that its
     owner sees and can remove them: every live token of an account is under one entry.
     """
 
@@ -330,7 +340,7 @@ class IssuedCode:
 
 @attrs.frozen
 class ImportedCredentials:
-    """An existing key and secret to keep when migrating an installation (R6).
+    """An existing key and secret to keep when migrating an installation.
 
     Both are 32 characters of the RFC 3986 unreserved set; the registry validates them.
     """
@@ -366,7 +376,7 @@ class EventKind(enum.StrEnum):
 
 @attrs.frozen
 class Event:
-    """A change that has been committed (R27). Events carry ids and counts, never secrets.
+    """A change that has been committed. Events carry ids and counts, never secrets.
 
     ``details`` holds small, JSON-ready facts: changed field names, token ids, counts.
     `EventKind.AUTHENTICATION_FAILED` is the one kind that tells of no change: a client

@@ -12,6 +12,7 @@ Every error derives from one base, so a host can catch them all at its boundary:
     ├── InvalidGrant             an authorization code or refresh token that cannot be used
     ├── LimitExceeded            a configured quota (apps per owner) is reached
     ├── SecretNotRetrievable     the registry keeps no encrypted copy of secrets
+    ├── ConfigurationError       the pepper or encryption key is not the storage's own
     └── StorageError             the backend failed; the driver's error is chained
         ├── StorageUnavailable   cannot connect or open (names the place, never a password)
         └── SchemaError          not an appregistry database, or a newer schema than this code
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AppNotFound",
     "AppRegistryError",
+    "ConfigurationError",
     "Denied",
     "FieldProblem",
     "InstallationNotFound",
@@ -128,7 +130,7 @@ class Denied(AppRegistryError, PermissionError):
 
     ``decision`` says why, for logs and admin views. Do not echo ``decision.reason`` to an
     unauthenticated client: an unknown key, a wrong secret and a disabled app must look the
-    same from outside (R25). ``str(error)`` is deliberately generic for that reason.
+    same from outside. ``str(error)`` is deliberately generic for that reason.
     """
 
     def __init__(self, decision: Decision, message: str = "access denied") -> None:
@@ -159,6 +161,16 @@ class LimitExceeded(AppRegistryError):
 
 class SecretNotRetrievable(AppRegistryError):
     """Secrets are kept only as digests; configure ``secret_encryption_key`` to reveal them."""
+
+
+class ConfigurationError(AppRegistryError):
+    """The registry's configuration does not fit its storage; nothing was written.
+
+    Raised when a `appregistry.Registry` is made with a pepper, or secret encryption
+    keys, other than the ones the storage's digests and ciphertexts were made with: every
+    token would be unknown, or no secret could be revealed. The message says which and how
+    to rotate instead; it never holds a pepper, a key or a fingerprint of one.
+    """
 
 
 class StorageError(AppRegistryError):

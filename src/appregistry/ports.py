@@ -1,14 +1,14 @@
-"""The storage ports: what the Registry needs from a backend (S1).
+"""The storage ports: what the Registry needs from a backend.
 
 A backend is a `Storage`. The Registry opens one `Storage.transaction` per operation and works
-through its six narrow repositories; the token check, the hot path, is a single call,
-`Storage.token_context`, that a SQL backend answers with one query (S3).
+through its seven narrow repositories; the token check, the hot path, is a single call,
+`Storage.token_context`, that a SQL backend answers with one query.
 
 Rules every backend follows (the contract suite in `appregistry.testing.contract` checks them):
 
-- A transaction commits when its block exits normally and rolls back entirely when it raises
-  (S2). Write transactions are serialized with respect to the rows they read, so a disable
-  and an issue racing never leave a usable token of a disabled app.
+- A transaction commits when its block exits normally and rolls back entirely when it raises.
+  Write transactions are serialized with respect to the rows they read, so a disable and
+  an issue racing never leave a usable token of a disabled app.
 - Repositories store what they are given; they make no policy decisions and validate nothing:
   the Registry has done that. Missing ids on ``remove`` are a no-op; ``get`` returns ``None``.
 - Nothing here ever receives a plaintext secret, token or code: only digests and ciphertext.
@@ -17,7 +17,7 @@ Rules every backend follows (the contract suite in `appregistry.testing.contract
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol, TypeAlias
@@ -41,12 +41,16 @@ from ._records import (
 
 __all__ = [
     "AppRepository",
+    "ChangeFeed",
+    "ChangeSubscription",
     "CodeRepository",
     "InstallationRepository",
     "ListQuery",
     "PermissionRepository",
     "Position",
     "RefreshTokenRepository",
+    "Scope",
+    "SettingsRepository",
     "Storage",
     "TokenRepository",
     "UnitOfWork",
@@ -70,7 +74,7 @@ class ListQuery:
     position is greater than ``after``; with ``before``, the last ``per_page`` whose position
     is less than ``before``, in list order. ``page`` is then only the page's number, for the
     `Page` returned. A backend reads such a page from its index at the position, without
-    stepping over the entries before it (R26). At most one of them is given.
+    stepping over the entries before it. At most one of them is given.
 
     >>> ListQuery(page=3, per_page=25).offset
     50
@@ -114,7 +118,7 @@ class AppRepository(Protocol):
         ``account`` is the account the app would act for; ``None`` means the app's owner. The
         answer is ``None`` when no app has ``key``. A SQL backend answers with one query, and
         the app's row is then locked as a `get`'s is: issuing a token reads this, and a
-        concurrent disable or removal must wait for the issue's transaction (S2).
+        concurrent disable or removal must wait for the issue's transaction.
         """
         ...
 
@@ -147,7 +151,7 @@ class AppRepository(Protocol):
         ...
 
     def key_retired(self, key: str) -> bool:
-        """Whether an app with ``key`` was ever removed (R13: its key never works again)."""
+        """Whether an app with ``key`` was ever removed (its key never works again)."""
         ...
 
     def count_owned(self, owner: str) -> int:
@@ -160,7 +164,7 @@ class AppRepository(Protocol):
 
 
 class PermissionRepository(Protocol):
-    """The accounts the provider permits to use apps (R14).
+    """The accounts the provider permits to use apps.
 
     List order is the account: a permission's position is ``(account,)``. Search matches
     the account id, ignoring the case of ASCII letters (ids are the host's, not prose).
@@ -184,7 +188,7 @@ class PermissionRepository(Protocol):
 
 
 class InstallationRepository(Protocol):
-    """Apps installed on accounts (R15).
+    """Apps installed on accounts.
 
     An account's list is ordered as the app list is, by the app's position
     ``(app.name.casefold(), app.key)``; its search matches the app's folded name and
@@ -213,7 +217,7 @@ class InstallationRepository(Protocol):
 
         The entries are the account's installations, and the apps the account owns that are
         not installed on it but have tokens for it unexpired at ``now`` (listed with
-        ``installation=None``; client credentials, R19).
+        ``installation=None``; client credentials).
         """
         ...
 
@@ -223,7 +227,7 @@ class InstallationRepository(Protocol):
 
 
 class TokenRepository(Protocol):
-    """Access tokens, stored by digest (R17).
+    """Access tokens, stored by digest.
 
     One account's list is ordered by ``expires_at``, then ``token_id``: a token's position
     is ``(expires_at, token_id)``. Every account's list of an app is ordered by account
@@ -260,7 +264,7 @@ class TokenRepository(Protocol):
         ...
 
     def count_live(self, app_key: str, account: str, *, now: datetime) -> int:
-        """How many unexpired tokens the app has on the account (R21)."""
+        """How many unexpired tokens the app has on the account."""
         ...
 
     def list(
@@ -270,7 +274,7 @@ class TokenRepository(Protocol):
         ...
 
     def purge_expired(self, *, now: datetime, limit: int) -> int:
-        """Remove at most ``limit`` tokens expired at ``now``; return how many went (R22)."""
+        """Remove at most ``limit`` tokens expired at ``now``; return how many went."""
         ...
 
 
@@ -342,6 +346,23 @@ class RefreshTokenRepository(Protocol):
         ...
 
 
+class SettingsRepository(Protocol):
+    """A few named values the Registry keeps about the storage itself, as bytes.
+
+    The Registry stores there the fingerprints of the pepper and of the secret encryption
+    key the storage's digests and ciphertexts were made with (never the pepper or key), and
+    checks them when it is constructed. Names are short ASCII words; values are small.
+    """
+
+    def get(self, name: str) -> bytes | None:
+        """The value stored under ``name``, or ``None`` when there is none."""
+        ...
+
+    def put(self, name: str, value: bytes) -> None:
+        """Store ``value`` under ``name``, replacing any value stored before."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """The repositories of one transaction."""
 
@@ -375,6 +396,11 @@ class UnitOfWork(Protocol):
         """Refresh tokens."""
         ...
 
+    @property
+    def settings(self) -> SettingsRepository:
+        """The storage's own settings (the configuration fingerprints)."""
+        ...
+
 
 class Storage(Protocol):
     """A storage backend."""
@@ -391,11 +417,68 @@ class Storage(Protocol):
         stored under one digest only). The Registry passes them only when older peppers are
         configured; with one pepper it is called with ``digest`` alone.
 
-        ``None`` if there is no such token. One storage round trip (S3) whatever the number
+        ``None`` if there is no such token. One storage round trip whatever the number
         of digests, outside any transaction; it sees only committed data.
         """
         ...
 
     def close(self) -> None:
         """Release connections and files. Using the storage afterwards is an error."""
+        ...
+
+
+#: What a committed change may have made a token check refuse, as published on a
+#: `ChangeFeed`: ``("app", key)``, ``("account", account)``, ``("installation", key,
+#: account)``, ``("token", token_id)``, ``("family", family_id)``, or ``("all",)``.
+Scope: TypeAlias = tuple[str, ...]
+
+
+class ChangeSubscription(Protocol):
+    """One process's subscription to a `ChangeFeed`: see `ChangeFeed.subscribe`."""
+
+    #: Whether changes arrive only through `poll` (SQLite); ``False`` when the feed delivers
+    #: them from a thread of its own (PostgreSQL) or as they commit (memory).
+    polled: bool
+
+    def poll(self) -> None:
+        """Deliver the changes committed since the last poll (a polled feed); else nothing."""
+        ...
+
+    def sync(self, timeout: float) -> bool:
+        """Wait until every change committed before this call has been delivered.
+
+        Returns whether it was, within ``timeout`` seconds. For tests and benchmarks.
+        """
+        ...
+
+    def close(self) -> None:
+        """Stop delivering and release the subscription's connection or thread."""
+        ...
+
+
+class ChangeFeed(Protocol):
+    """Tells every process sharing a storage which committed changes may refuse a token.
+
+    Optional: a storage offers it by a ``change_feed()`` method. The Registry publishes into
+    it from every transaction that changes what a token check reads (disabling or removing
+    an app, a new secret, a suspension, a withdrawn permission, removed tokens...), whether
+    or not it caches checks itself, so that the processes that do (`appregistry.CheckCache`)
+    drop what they hold. The built-in backends publish with PostgreSQL's ``NOTIFY``, through
+    a change log table polled with SQLite's ``PRAGMA data_version``, and in process for the
+    memory backend.
+    """
+
+    def publish(self, tx: UnitOfWork, scopes: Collection[Scope]) -> None:
+        """Publish ``scopes`` from inside ``tx``: delivered if, and once, it commits."""
+        ...
+
+    def subscribe(self, deliver: Callable[[Collection[Scope] | None], None]) -> ChangeSubscription:
+        """Deliver every change published from now on, by any process, to ``deliver``.
+
+        ``deliver(scopes)`` is called once per committed change (in commit order, or with
+        ``[("all",)]`` when changes may have been missed). ``deliver(None)`` means the feed
+        is lost (a dropped connection): nothing it would have delivered can be trusted until
+        it calls ``deliver([("all",)])`` again, once it is back. The first call after
+        subscribing is ``deliver([("all",)])``, when the subscription is live.
+        """
         ...

@@ -18,6 +18,7 @@ EXPECTED = {
         "TokenGuard",
         "TokenIdentity",
         "add_vary",
+        "read_bearer_token",
     ],
     "appregistry.integrations.wsgi": ["ENVIRON_KEY", "TokenMiddleware", "identity_from"],
     "appregistry.integrations.asgi": ["TokenMiddleware", "identity_from"],

@@ -137,6 +137,16 @@ class TestTokens:
         assert "libwww" not in searched
         assert "Show All" in searched
 
+    def test_the_list_names_who_approved_each_token(self, web: Web) -> None:
+        registered = installed(web)
+        web.registry.issue_token(
+            registered.app.key, registered.secret, account="acme", approved_by="approver-7"
+        )
+        web.sign_in(ALICE)
+        shown = text(web.get(f"/installed/{registered.app.key}/tokens"))
+        assert "Approved by" in shown
+        assert "approver-7" in shown
+
     def test_remove_selected(self, web: Web) -> None:
         registered = installed(web)
         first, second = token(web, registered), token(web, registered)

@@ -175,6 +175,19 @@ class TestAddApp:
         assert 0 == web.registry.list_apps().total
         assert [] == web.recorder.events
 
+    def test_a_problem_beside_its_field_does_not_repeat_the_fields_name(self, web: Web) -> None:
+        """The label says which field; the message beside it starts with what is wrong."""
+        web.sign_in(PROVIDER)
+        typed = {**APP_FIELDS, "admin_email": "not an email", "homepage": "ftp://example.com"}
+        answer = web.post("/apps/new", typed)
+        assert 400 == answer.status_code
+        for field in ("admin_email", "homepage"):
+            shown = problem(answer, field)
+            assert shown[:1].isupper(), shown
+            assert field not in shown
+            assert shown.endswith(".")
+        assert problem(answer, "admin_email").startswith("Is not a valid email address")
+
     def test_the_owners_limit_is_a_message(self, make_web: Callable[..., Web]) -> None:
         web = make_web(registry_options={"max_apps_per_owner": 1})
         web.register()

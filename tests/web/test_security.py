@@ -210,10 +210,17 @@ class TestErrors:
         self, make_web: Callable[..., Web], caplog: pytest.LogCaptureFixture
     ) -> None:
         class Broken(MemoryStorage):
-            def transaction(self):  # type: ignore[no-untyped-def]
-                raise StorageError("the database is gone")
+            # Works while the registry is made (it reads its settings), then fails.
+            broken = False
 
-        web = make_web(storage=Broken())
+            def transaction(self):  # type: ignore[no-untyped-def]
+                if self.broken:
+                    raise StorageError("the database is gone")
+                return super().transaction()
+
+        storage = Broken()
+        web = make_web(storage=storage)
+        storage.broken = True
         web.sign_in(PROVIDER)
         with caplog.at_level(logging.ERROR, logger="appregistry.web"):
             page = web.get("/apps/")

@@ -15,12 +15,12 @@ from ._lists import ListKind, key_selection, list_query, with_cursors
 
 
 class _Accounts(_RegistryBase):
-    """The operations on accounts' apps permission and installations (R12, R14, R15)."""
+    """The operations on accounts' apps permission and installations."""
 
     __slots__ = ()
 
     def permit_account(self, account: str, *, by: str) -> AppsPermission:
-        """Grant the account the apps permission; tokens it had work again (R14).
+        """Grant the account the apps permission; tokens it had work again.
 
         Args:
             account: The account that may use apps.
@@ -37,7 +37,7 @@ class _Accounts(_RegistryBase):
         return permission
 
     def forbid_account(self, account: str) -> None:
-        """Withdraw the account's apps permission: its tokens stop acting, but are kept (R14)."""
+        """Withdraw the account's apps permission: its tokens stop acting, but are kept."""
         (account,) = _identifiers(account=account)
         now = self._now()
         with self._transaction() as (tx, events):
@@ -91,7 +91,7 @@ class _Accounts(_RegistryBase):
         return with_cursors(ListKind.PERMISSIONS, found, lambda p: (p.account,))
 
     def install_app(self, key: str, account: str, *, by: str) -> Installation:
-        """Install (authorize) the app on the account (R15).
+        """Install (authorize) the app on the account.
 
         Installing again returns the existing installation unchanged (suspended or not).
 
@@ -121,7 +121,7 @@ class _Accounts(_RegistryBase):
         return installation
 
     def suspend_installation(self, key: str, account: str) -> Installation:
-        """Suspend the app on this account only; its tokens there stop acting (R12).
+        """Suspend the app on this account only; its tokens there stop acting.
 
         Raises:
             InstallationNotFound: The app is not installed on the account.
@@ -129,7 +129,7 @@ class _Accounts(_RegistryBase):
         return self._set_suspended(key, account, suspended=True)
 
     def resume_installation(self, key: str, account: str) -> Installation:
-        """Resume a suspended installation; unexpired tokens work again (R12).
+        """Resume a suspended installation; unexpired tokens work again.
 
         Raises:
             InstallationNotFound: The app is not installed on the account.
@@ -152,7 +152,7 @@ class _Accounts(_RegistryBase):
         return installation
 
     def uninstall_app(self, key: str, account: str) -> int:
-        """Remove the installation and the account's tokens for the app (R15).
+        """Remove the installation and the account's tokens for the app.
 
         The account's refresh tokens and authorization codes for the app go too.
 
@@ -230,11 +230,11 @@ class _Accounts(_RegistryBase):
         after: str | None = None,
         before: str | None = None,
     ) -> Page[InstallationListing]:
-        """A page of the account's App Management, with live Access Tokens counts (R21, R26).
+        """A page of the account's App Management, with live Access Tokens counts.
 
         The apps installed on the account, with when and by whom; and the account's own apps
         that are not installed on it but have live tokens for it (a trusted app's
-        client-credentials tokens, R19), with ``installation=None``, so that their owner
+        client-credentials tokens), with ``installation=None``, so that their owner
         sees those tokens and can remove them. Ordered and searched as `list_apps`; paging
         and cursors work as there.
 
@@ -283,7 +283,7 @@ class _Accounts(_RegistryBase):
         after: str | None = None,
         before: str | None = None,
     ) -> Page[Installation]:
-        """A page of the accounts the app is installed on: its Instances (R15), one by one.
+        """A page of the accounts the app is installed on: its Instances, one by one.
 
         Ordered by account id; ``search`` matches the account id, ignoring the case of
         ASCII letters. Paging and cursors work as in `list_apps`.

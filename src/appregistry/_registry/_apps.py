@@ -53,7 +53,7 @@ def _boolean(problems: Problems, field: str, value: object) -> bool | None:
 
 
 class _Apps(_RegistryBase):
-    """The operations on apps and their secrets (R1-R13, R26)."""
+    """The operations on apps and their secrets."""
 
     __slots__ = ()
 
@@ -71,11 +71,11 @@ class _Apps(_RegistryBase):
         trusted: bool = False,
         credentials: ImportedCredentials | None = None,
     ) -> RegisteredApp:
-        """Register an app and make its key and secret (R1-R10).
+        """Register an app and make its key and secret.
 
         Args:
             owner: The account registering the app.
-            credentials: An existing key and secret to keep, when migrating (R6).
+            credentials: An existing key and secret to keep, when migrating.
 
         Returns:
             The app and its secret. The secret is shown this once, unless the registry has a
@@ -201,7 +201,7 @@ class _Apps(_RegistryBase):
             return self._app(tx, key)
 
     def regenerate_secret(self, key: str) -> RegisteredApp:
-        """Replace the app's secret and remove all its tokens, in one transaction (R8).
+        """Replace the app's secret and remove all its tokens, in one transaction.
 
         Its access tokens, refresh tokens and authorization codes all go.
 
@@ -232,7 +232,7 @@ class _Apps(_RegistryBase):
     def rotate_secret(self, key: str, *, old_secret_valid_until: datetime) -> RegisteredApp:
         """Give the app a new secret while the current one keeps working until a deadline.
 
-        Unlike `regenerate_secret` (R8), nothing is revoked. The new secret authenticates at
+        Unlike `regenerate_secret`, nothing is revoked. The new secret authenticates at
         once; the one it replaces keeps authenticating until ``old_secret_valid_until``, so
         the app's servers can move to the new secret one at a time; every access token,
         refresh token and code is kept. Only one previous secret is kept: rotating again
@@ -345,7 +345,7 @@ class _Apps(_RegistryBase):
             after = batch[-1][0]
 
     def reveal_secret(self, key: str) -> str:
-        """The app's current secret, when the registry keeps secrets encrypted (R7).
+        """The app's current secret, when the registry keeps secrets encrypted.
 
         Raises:
             AppNotFound: No app has ``key``.
@@ -363,7 +363,7 @@ class _Apps(_RegistryBase):
         return revealed
 
     def enable_app(self, key: str) -> App:
-        """Enable the app: its unexpired tokens work again (R11).
+        """Enable the app: its unexpired tokens work again.
 
         Raises:
             AppNotFound: No app has ``key``.
@@ -371,7 +371,7 @@ class _Apps(_RegistryBase):
         return self._set_enabled(key, enabled=True)
 
     def disable_app(self, key: str) -> App:
-        """Disable the app: it can neither obtain nor use tokens; they are kept (R11).
+        """Disable the app: it can neither obtain nor use tokens; they are kept.
 
         Raises:
             AppNotFound: No app has ``key``.
@@ -390,7 +390,7 @@ class _Apps(_RegistryBase):
         return app
 
     def remove_app(self, key: str) -> None:
-        """Remove the app with its installations and tokens, in one transaction (R13).
+        """Remove the app with its installations and tokens, in one transaction.
 
         Its refresh tokens and authorization codes go too, and its key is retired: it never
         authenticates again, and cannot be registered (imported) again.
@@ -467,7 +467,7 @@ class _Apps(_RegistryBase):
         after: str | None = None,
         before: str | None = None,
     ) -> Page[AppListing]:
-        """A page of registered apps (all, or one owner's), each with its Instances (R26).
+        """A page of registered apps (all, or one owner's), each with its Instances.
 
         Ordered by name (case-insensitive), then key; ``search`` matches name and description,
         case-insensitively.

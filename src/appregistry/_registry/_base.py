@@ -19,6 +19,8 @@ from .._records import AccessToken, App, Event, EventKind, Grant, Installation, 
 from .._validation import MAX_ACCOUNT_LENGTH, Problems
 from ..errors import AppNotFound, InstallationNotFound
 from ..ports import ListQuery, Storage, UnitOfWork
+from ._cache import CheckCache, attach
+from ._fingerprints import check_fingerprints
 
 logger = logging.getLogger("appregistry")
 
@@ -76,7 +78,7 @@ system_clock: Final[Callable[[], datetime]] = functools.partial(datetime.now, UT
 class TokenCheck(NamedTuple):
     """The answer to a token check: the decision, and the token's record when it is known.
 
-    Show callers outside only whether it is ``allowed``; ``reason`` is for logs (R23).
+    Show callers outside only whether it is ``allowed``; ``reason`` is for logs.
     Every API request gets one, so it is an immutable named tuple, made in half the time of
     an attrs class.
     """
@@ -160,6 +162,7 @@ class _RegistryBase:
     _listeners: tuple[Listener, ...] = attrs.field(
         default=(), alias="listeners", kw_only=True, converter=tuple
     )
+    _check_cache: CheckCache | None = attrs.field(default=None, alias="check_cache", kw_only=True)
     _credentials: cred.Credentials = attrs.field(init=False, repr=False)
     # Whether token checks look under older peppers too; with one pepper they cost nothing.
     _rotating_peppers: bool = attrs.field(init=False, repr=False)
@@ -179,6 +182,10 @@ class _RegistryBase:
         )
         self._rotating_peppers = self._credentials.rotating_peppers
         self._failures = _FailureCounter(self._failure_window, _MAX_COUNTED_KEYS)
+        # Before anything else touches the storage: refuse a pepper or key that is not its own.
+        check_fingerprints(self._storage, self._credentials)
+        # From here on, every transaction publishes what may refuse a token (see _cache).
+        self._storage = attach(self._storage, self._check_cache)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -223,8 +230,21 @@ class _RegistryBase:
         return installation
 
     def close(self) -> None:
-        """Close the storage."""
+        """Close the storage (and stop following its changes, with a check cache)."""
         self._storage.close()
+
+    def sync_check_cache(self, timeout: float = 5.0) -> bool:
+        """Wait until the check cache has seen every change committed before this call.
+
+        For tests and benchmarks that change the registry through another process and then
+        expect this one's checks to follow without waiting for the cache's bound. Without a
+        check cache there is nothing to wait for.
+
+        Returns:
+            Whether the cache caught up within ``timeout`` seconds.
+        """
+        cache = getattr(self._storage, "cache", None)
+        return True if cache is None else bool(cache.sync(timeout))
 
     def __enter__(self) -> Self:
         return self
@@ -258,7 +278,7 @@ class _RegistryBase:
         rate-limit on it. The secret is never in it.
 
         An unknown key and a wrong secret give the very same event, as they give the caller
-        the same answer (R25): logs shipped elsewhere must not tell which keys exist either.
+        the same answer: logs shipped elsewhere must not tell which keys exist either.
         The event is emitted after the (read-only) transaction, like every other.
         """
         presented = key if isinstance(key, str) and cred.is_importable_credential(key) else None
@@ -275,6 +295,7 @@ class _RegistryBase:
         *,
         user_agent: str | None,
         family_id: str | None = None,
+        approved_by: str | None = None,
     ) -> AccessToken:
         return AccessToken(
             token_id=cred.generate_token_id(),
@@ -285,6 +306,7 @@ class _RegistryBase:
             expires_at=now + self._token_lifetime,
             user_agent=user_agent,
             family_id=family_id,
+            approved_by=approved_by,
         )
 
 

@@ -43,9 +43,9 @@ class _Grants(_RegistryBase):
     # the ``key`` they are given.
 
     def authenticate_client(self, key: str, secret: str) -> Decision:
-        """Check an app's key and secret, as a token endpoint authenticates its client (R25).
+        """Check an app's key and secret, as a token endpoint authenticates its client.
 
-        An unknown key (a removed app's too, R13) and a wrong secret give the same decision,
+        An unknown key (a removed app's too) and a wrong secret give the same decision,
         after the same work. Whether the app is enabled or trusted is not looked at: that is
         decided when a token is issued.
 
@@ -75,7 +75,7 @@ class _Grants(_RegistryBase):
         return Decision.allow()
 
     def redirect_url_matches(self, key: str, redirect_url: str) -> bool:
-        """Whether ``redirect_url`` is the app's redirect URL (R4).
+        """Whether ``redirect_url`` is the app's redirect URL.
 
         Compared exactly after the normalization registration applies (host case and IDN
         spelling, percent-encoding, default port), never as a prefix. ``False`` for an
@@ -89,7 +89,7 @@ class _Grants(_RegistryBase):
         """Whether `authorize` would let a user of ``account`` approve the app now.
 
         Nothing is written. A consent page asks this before it offers an Allow button, so
-        that a user whose account may not use apps (R14) is told so at once.
+        that a user whose account may not use apps is told so at once.
 
         Returns:
             `Decision.allow`, or the denial `authorize` would raise now: the app unknown
@@ -132,14 +132,14 @@ class _Grants(_RegistryBase):
         """A user approved the app on the account: install it there and issue a code.
 
         This ends the consent step of the authorization-code flow. The app is installed on
-        ``account`` (R15, by ``approved_by``) unless it already is, and an authorization code
+        ``account`` (by ``approved_by``) unless it already is, and an authorization code
         bound to the app and the redirect URL is issued. The code lives ``code_lifetime``
         (ten minutes by default) and works once, in `exchange_code`.
 
         Args:
             key: The app (OAuth's ``client_id``).
             account: The account the app will act for.
-            redirect_url: The request's ``redirect_uri``: exactly the app's (R4). ``None``
+            redirect_url: The request's ``redirect_uri``: exactly the app's. ``None``
                 when the request left it out: the code goes to the app's redirect URL, and
                 its exchange needs none either (RFC 6749 sections 4.1.1, 4.1.3). When given,
                 the exchange must give it again.
@@ -235,10 +235,10 @@ class _Grants(_RegistryBase):
         must have been issued to this app, be unexpired, and, when it was issued with a PKCE
         challenge, come with the verifier whose S256 hash is that challenge. A verifier for a
         code issued without a challenge is refused too (a PKCE downgrade, RFC 9700).
-        ``redirect_url`` must be the one the authorization request named (exactly, R4); if
+        ``redirect_url`` must be the one the authorization request named (exactly); if
         that request named none, it may be left out, and when given must be the app's. Then
         the policy decides as for any token issued for the account: the app enabled,
-        installed and active there, the account permitted (R11, R12, R14, R15).
+        installed and active there, the account permitted.
 
         The tokens are a new grant family: `refresh` rotates within it, `revoke` ends it.
         A used code is kept until it expires (then `purge_expired_tokens` removes it), and
@@ -335,6 +335,7 @@ class _Grants(_RegistryBase):
             grant=Grant.AUTHORIZATION_CODE,
             family_id=family_id,
             user_agent=user_agent,
+            approved_by=record.approved_by,
         )
 
     def refresh(
@@ -347,8 +348,9 @@ class _Grants(_RegistryBase):
         A refresh token works once. Presenting one that was already used means it leaked
         (or its holder is confused): the whole family is revoked, its access tokens and
         refresh tokens alike, that revocation is committed, and then `InvalidGrant` is raised.
-        Otherwise the policy decides as for a token of the family's grant (R11, R12, R14,
-        R19); a denied refresh token is left unused, so it works again once the app may act.
+        Otherwise the policy decides as for a token of the family's grant (app enabled,
+        installation active, apps permission); a denied refresh token is left unused, so it
+        works again once the app may act.
 
         Returns:
             The new access token with its ``refresh_token``.
@@ -407,6 +409,7 @@ class _Grants(_RegistryBase):
             grant=record.grant,
             family_id=record.family_id,
             user_agent=user_agent,
+            approved_by=record.approved_by,
         )
 
     def revoke(self, token: str, *, key: str | None = None) -> bool:
@@ -477,10 +480,19 @@ class _Grants(_RegistryBase):
         grant: Grant,
         family_id: str,
         user_agent: str | None,
+        approved_by: str | None,
     ) -> IssuedToken:
+        # The user who approved the authorization goes on both tokens: the refresh token
+        # passes it on to the access token of each rotation.
         token, refresh = cred.generate_token(), cred.generate_token()
         record = self._new_access_token(
-            app.key, account, grant, now, user_agent=user_agent, family_id=family_id
+            app.key,
+            account,
+            grant,
+            now,
+            user_agent=user_agent,
+            family_id=family_id,
+            approved_by=approved_by,
         )
         refresh_record = RefreshToken(
             token_id=cred.generate_token_id(),
@@ -490,6 +502,7 @@ class _Grants(_RegistryBase):
             grant=grant,
             issued_at=now,
             expires_at=now + self._refresh_token_lifetime,
+            approved_by=approved_by,
         )
         tx.tokens.add(record, self._credentials.token_digest(token))
         tx.refresh_tokens.add(refresh_record, self._credentials.refresh_digest(refresh))
@@ -605,9 +618,7 @@ def _check_pkce(problems: Problems, challenge: object, method: object) -> None:
     if challenge is None:
         problems.add("code_challenge", "required", "code_challenge is required with its method")
     elif not cred.is_s256_challenge(challenge):
-        problems.add(
-            "code_challenge", "invalid", "code_challenge must be 43 base64url characters (S256)"
-        )
+        problems.add("code_challenge", "invalid", "code_challenge must be 43 base64url characters")
 
 
 def _pkce_failure(code: AuthorizationCode, verifier: object) -> str | None:

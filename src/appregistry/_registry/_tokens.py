@@ -29,7 +29,7 @@ from ._lists import ListKind, list_query, with_cursors
 
 
 class _Tokens(_RegistryBase):
-    """The operations on access tokens (R18-R22, R26)."""
+    """The operations on access tokens."""
 
     __slots__ = ()
 
@@ -42,18 +42,18 @@ class _Tokens(_RegistryBase):
         approved_by: str | None = None,
         user_agent: str | None = None,
     ) -> IssuedToken:
-        """Authenticate the app by key and secret and issue an access token (R19).
+        """Authenticate the app by key and secret and issue an access token.
 
         Without ``account``, a trusted app gets a client-credentials token acting for its
         owner. With ``account``, the token acts for that account, which must have the app
         installed, and only on a user's approval: ``approved_by`` names the user of the
         account who approved it (whoever the app is, trusted or not). The token's grant is
-        then `Grant.USER_APPROVAL`, and the `EventKind.TOKEN_ISSUED` event records the
-        user. (The OAuth authorization-code flow issues its tokens through `exchange_code`,
-        from the code the user approved.)
+        then `Grant.USER_APPROVAL`; its record keeps the user (`AccessToken.approved_by`),
+        and so does the `EventKind.TOKEN_ISSUED` event. (The OAuth authorization-code flow
+        issues its tokens through `exchange_code`, from the code the user approved.)
 
         A wrong key, a wrong secret, and a wrong secret of a disabled or removed app are
-        all denied with one reason, ``bad_credentials`` (R25): what else would deny the
+        all denied with one reason, ``bad_credentials``: what else would deny the
         request is told only to a caller who authenticated.
 
         >>> from appregistry import Registry
@@ -65,8 +65,8 @@ class _Tokens(_RegistryBase):
         >>> _ = registry.install_app(new.app.key, "globex", by="alice")
         >>> issued = registry.issue_token(new.app.key, new.secret, account="globex",
         ...                               approved_by="alice")
-        >>> issued.record.account, str(issued.record.grant)
-        ('globex', 'user_approval')
+        >>> issued.record.account, str(issued.record.grant), issued.record.approved_by
+        ('globex', 'user_approval', 'alice')
         >>> registry.issue_token(new.app.key, new.secret, account="globex")
         Traceback (most recent call last):
         ...
@@ -74,7 +74,7 @@ class _Tokens(_RegistryBase):
 
         Raises:
             Denied: Any reason at all. Its message is the same for every reason, so a caller
-                cannot tell an unknown key from a wrong secret (R25); ``error.decision`` says
+                cannot tell an unknown key from a wrong secret; ``error.decision`` says
                 why, for logs.
             ValidationError: ``account``, ``approved_by`` or ``user_agent`` is malformed,
                 ``account`` is given without ``approved_by`` or ``approved_by`` without
@@ -124,7 +124,12 @@ class _Tokens(_RegistryBase):
                 app, acting_for = context.app, context.account
                 grant = Grant.CLIENT_CREDENTIALS if account is None else Grant.USER_APPROVAL
                 record = self._new_access_token(
-                    app.key, acting_for, grant, now, user_agent=user_agent
+                    app.key,
+                    acting_for,
+                    grant,
+                    now,
+                    user_agent=user_agent,
+                    approved_by=approved_by,
                 )
                 tx.tokens.add(record, digest)
                 details = {"token_id": record.token_id, "grant": str(record.grant)}
@@ -172,9 +177,10 @@ class _Tokens(_RegistryBase):
         if not isinstance(token, str) or not 0 < len(token) <= _MAX_PRESENTED_TOKEN:  # type: ignore[redundant-expr]
             return _UNKNOWN_TOKEN
         creds = self._credentials
+        digests = creds.token_digests(token) if self._rotating_peppers else None
         context = (
-            self._storage.token_context(*creds.token_digests(token))
-            if self._rotating_peppers
+            self._storage.token_context(*digests)
+            if digests is not None
             else self._storage.token_context(creds.token_digest(token))
         )
         if context is None:
@@ -183,7 +189,19 @@ class _Tokens(_RegistryBase):
         now = self._clock()
         if now.tzinfo is None:
             raise ValueError(_NAIVE_CLOCK)
-        return _token_check((self._policy._evaluate_token(context, now), context.token))
+        decision = self._policy._evaluate_token(context, now)
+        if not decision.allowed and self._check_cache is not None:
+            # A refusal judged from the cache is judged again from storage: the cache may
+            # only ever be late to refuse, never give another reason (an expired token that
+            # was since purged is unknown). Refusals are rare; allowed checks pay nothing.
+            return self._check_uncached(digests or (creds.token_digest(token),), now)
+        return _token_check((decision, context.token))
+
+    def _check_uncached(self, digests: Sequence[bytes], now: datetime) -> TokenCheck:
+        context = self._storage.cache.read_through(*digests)  # type: ignore[attr-defined]
+        if context is None:
+            return _UNKNOWN_TOKEN
+        return TokenCheck(self._policy._evaluate_token(context, now), context.token)
 
     def list_tokens(
         self,
@@ -196,7 +214,7 @@ class _Tokens(_RegistryBase):
         after: str | None = None,
         before: str | None = None,
     ) -> Page[AccessToken]:
-        """A page of the app's live tokens on the account, soonest expiry first (R26).
+        """A page of the app's live tokens on the account, soonest expiry first.
 
         Without ``account``, every account's live tokens of the app, ordered by account and
         then as for one account: the provider's view of an app. ``search`` matches the user
@@ -245,7 +263,7 @@ class _Tokens(_RegistryBase):
     def remove_tokens(
         self, token_ids: Collection[str], *, key: str | None = None, account: str | None = None
     ) -> int:
-        """Remove the selected tokens; they are dead at once (R20). All or nothing.
+        """Remove the selected tokens; they are dead at once. All or nothing.
 
         Args:
             token_ids: Public token ids (at most 1000).
@@ -299,7 +317,7 @@ class _Tokens(_RegistryBase):
         return removed
 
     def remove_all_tokens(self, key: str, account: str) -> int:
-        """Remove every token of the app on the account (R20). The app may obtain new ones.
+        """Remove every token of the app on the account. The app may obtain new ones.
 
         The account's refresh tokens and authorization codes for the app go too.
 
@@ -320,9 +338,13 @@ class _Tokens(_RegistryBase):
         return removed
 
     def purge_expired_tokens(
-        self, *, batch_size: int = _DEFAULT_PURGE_BATCH, max_batches: int | None = None
+        self,
+        *,
+        batch_size: int = _DEFAULT_PURGE_BATCH,
+        max_batches: int | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> int:
-        """Delete expired tokens in bounded batches, one short transaction each (R22).
+        """Delete expired tokens in bounded batches, one short transaction each.
 
         Expired authorization codes and refresh tokens are deleted alongside, in batches of
         the same size.
@@ -331,6 +353,9 @@ class _Tokens(_RegistryBase):
             batch_size: Most tokens (and most codes, and most refresh tokens) deleted per
                 transaction; at most 100 000 (a larger size is cut to that).
             max_batches: Stop after this many batches (``None``: until none are left).
+            progress: Called after each batch commits with how many rows it deleted, for
+                a progress bar or `appregistry.metrics.Metrics.purge_progress`. An
+                exception from it stops the purge; the batches already committed stay.
 
         Returns:
             How many access tokens, codes and refresh tokens were deleted, together.
@@ -351,6 +376,8 @@ class _Tokens(_RegistryBase):
                     events.append(Event(EventKind.TOKENS_PURGED, now, details=details))
             total += deleted + codes + refresh
             batches += 1
+            if progress is not None:
+                progress(deleted + codes + refresh)
             if max(deleted, codes, refresh) < batch_size:
                 break
         return total

@@ -1,4 +1,4 @@
-"""The ``appregistry`` command line: every action of the seeds' pages, for terminals and scripts.
+"""The ``appregistry`` command line: every action of the Apps pages, for terminals and scripts.
 
 Exit status: 0 done (or token allowed); 1 denied, or a name that does not exist; 2 bad input
 or a database that cannot be opened. With ``--json`` each call prints one JSON document.
@@ -24,6 +24,7 @@ from .._registry import Registry
 from .._validation import MAX_PER_PAGE
 from ..errors import (
     AppRegistryError,
+    ConfigurationError,
     Denied,
     FieldProblem,
     LimitExceeded,
@@ -374,7 +375,8 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declarativ
     leaf(
         groups,
         "demo",
-        "Walk through the seeds' story on a fresh SQLite file in a temporary folder.",
+        "Walk through registering, installing and using an app, on a new SQLite file in a "
+        "temporary folder.",
         "appregistry demo",
     )
 
@@ -479,6 +481,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     url = _database(args)
     try:
         registry = open_cli_registry(url)
+    except ConfigurationError as exc:
+        # A pepper or key that is not the database's own: say so, and how to rotate.
+        return _fail(f"configuration error: {exc}", as_json=as_json, kind="configuration")
     except AppRegistryError as exc:
         return _fail(f"cannot open the database: {exc}", as_json=as_json)
     except ValueError as exc:
@@ -493,6 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 dev_account=args.dev_account,
                 dev_sign_in=args.dev_sign_in,
                 reveal_secrets=bool(os.environ.get("APPREGISTRY_ENCRYPTION_KEY", "").strip()),
+                **_serve.options_from(args),
             )
         finally:
             registry.close()
@@ -506,8 +512,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return outcome.exit_code
 
 
-def _fail(message: str, *, as_json: bool) -> int:
+def _fail(message: str, *, as_json: bool, kind: str = "storage") -> int:
     if as_json:
-        sys.stdout.write(json.dumps({"error": "storage", "message": message}) + "\n")
+        sys.stdout.write(json.dumps({"error": kind, "message": message}) + "\n")
     sys.stderr.write(f"appregistry: {message}\n")
     return EXIT_USAGE

@@ -1,4 +1,4 @@
-"""``appregistry demo``: the seeds' story, told through the CLI's own commands.
+"""``appregistry demo``: an app's life, from registration to tokens, told through the CLI.
 
 Every step is a real command line, parsed by the same parser and run by the same handlers as
 ``appregistry`` itself, on a fresh SQLite file in a temporary folder.

@@ -70,7 +70,7 @@ def page_json(page: Page[Any]) -> dict[str, Any]:
 
 
 def _date(when: datetime) -> str:
-    # The seeds' pages show "Apr 20, 2015" and "Apr 20, 2015 10:56:40".
+    # The original VoipNow Apps pages show "Apr 20, 2015" and "Apr 20, 2015 10:56:40".
     return f"{when:%b} {when.day}, {when:%Y}"
 
 
@@ -182,7 +182,10 @@ def permissions_table(page: Page[AppsPermission]) -> str:
 
 
 def tokens_table(page: Page[AccessToken], *, accounts: bool = False) -> str:
-    """The "Active Access Tokens" window: Token ID, Expires, User Agent.
+    """The "Active Access Tokens" window: Token ID, Expires, User Agent, Approved by.
+
+    "Approved by" is the user who approved the token for its account; empty for client
+    credentials and for tokens issued before it was recorded.
 
     With ``accounts``, each token's account too, first: the tokens of every account.
     """
@@ -192,10 +195,17 @@ def tokens_table(page: Page[AccessToken], *, accounts: bool = False) -> str:
             token.token_id,
             _datetime(token.expires_at),
             token.user_agent or "",
+            token.approved_by or "",
         ]
         for token in page.items
     ]
-    headers = [*(["Account"] if accounts else []), "Token ID", "Expires", "User Agent"]
+    headers = [
+        *(["Account"] if accounts else []),
+        "Token ID",
+        "Expires",
+        "User Agent",
+        "Approved by",
+    ]
     return "\n".join([*_table(headers, rows), _footer(page, "token(s)")])
 
 

@@ -18,10 +18,14 @@ import secrets
 import socket
 import sys
 from collections.abc import Callable
-from typing import Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from .._registry import Registry
 from .._validation import Problems
+from ..metrics import Metrics
+
+if TYPE_CHECKING:
+    from ..oauth2 import Throttling
 
 __all__ = [
     "BODY_TIMEOUT",
@@ -29,8 +33,10 @@ __all__ = [
     "KEEP_ALIVE",
     "MANAGE_PATH",
     "MAX_CONNECTIONS",
+    "METRICS_PATH",
     "add_arguments",
     "build_app",
+    "options_from",
     "serve",
 ]
 
@@ -39,6 +45,8 @@ EXIT_OK, EXIT_USAGE = 0, 2
 DEFAULT_PORT: Final = 8080
 #: Where the management pages are mounted.
 MANAGE_PATH: Final = "/manage"
+#: Where ``--metrics`` serves the Prometheus exposition.
+METRICS_PATH: Final = "/metrics"
 #: The most connections served at once; more are answered 503.
 MAX_CONNECTIONS: Final = 200
 #: Seconds an idle keep-alive connection stays open.
@@ -67,6 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_PORT,
         help="port to listen on (default: %(default)s; 0: any free port)",
     )
+    _add_operations_arguments(parser)
     dev = parser.add_mutually_exclusive_group()
     dev.add_argument(
         "--dev-sign-in",
@@ -81,6 +90,93 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _limit_argument(value: str) -> str:
+    from limits import parse  # noqa: PLC0415 - the oauth2 extra
+
+    try:
+        parse(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must read like 20/10minutes or '5 per minute'") from None
+    return value
+
+
+def _add_operations_arguments(parser: argparse.ArgumentParser) -> None:
+    # Throttling and metrics (docs/operations.md).
+    group = parser.add_argument_group("throttling and metrics (see docs/operations.md)")
+    group.add_argument(
+        "--no-throttle",
+        action="store_true",
+        help="do not throttle failed client authentication at the OAuth endpoints",
+    )
+    group.add_argument(
+        "--throttle-failures",
+        metavar="N/PERIOD",
+        type=_limit_argument,
+        help="failed authentications one app key may have (default: 20/10minutes)",
+    )
+    group.add_argument(
+        "--throttle-address-failures",
+        metavar="N/PERIOD",
+        type=_limit_argument,
+        help="failed authentications one client address may have (default: 100/10minutes)",
+    )
+    group.add_argument(
+        "--throttle-redis",
+        metavar="URL",
+        help="count failures in Redis (redis://host:6379/0), shared by every server using it",
+    )
+    group.add_argument(
+        "--throttle-redis-prefix",
+        metavar="PREFIX",
+        default="appregistry-throttle",
+        help="prefix of the throttle's Redis keys (default: %(default)s)",
+    )
+    group.add_argument(
+        "--trusted-proxy",
+        metavar="CIDR",
+        action="append",
+        default=[],
+        help="a reverse proxy's network: only its X-Forwarded-For is read (repeatable)",
+    )
+    group.add_argument(
+        "--metrics",
+        action="store_true",
+        help="serve Prometheus metrics at /metrics (needs the metrics extra)",
+    )
+    group.add_argument(
+        "--metrics-per-app",
+        action="store_true",
+        help="label token checks and grants with the app key in /metrics",
+    )
+
+
+def options_from(args: argparse.Namespace) -> dict[str, Any]:
+    """The throttling and metrics keywords of `serve`, from its parsed arguments."""
+    from ..oauth2 import Throttling  # noqa: PLC0415 - the oauth2 extra
+
+    throttling = None
+    if not args.no_throttle:
+        limits = {
+            name: value
+            for name, value in (
+                ("key_failures", args.throttle_failures),
+                ("address_failures", args.throttle_address_failures),
+            )
+            if value is not None
+        }
+        throttling = Throttling(
+            **limits,
+            redis_url=args.throttle_redis,
+            key_prefix=args.throttle_redis_prefix,
+            trusted_proxies=args.trusted_proxy,
+        )
+    return {
+        "throttling": throttling,
+        "metrics": args.metrics or args.metrics_per_app,
+        "metrics_per_app": args.metrics_per_app,
+    }
+
+
 def _dev_warning(what: str) -> str:
     rule = "*" * 78
     return f"{rule}\nWARNING: {what}\nFor development and demos only.\n{rule}\n"
@@ -93,6 +189,8 @@ def build_app(
     dev_account: str | None = None,
     reveal_secrets: bool = False,
     session_secret: str | None = None,
+    throttling: Throttling | None = None,
+    metrics: Metrics | None = None,
 ) -> Any:
     """The ASGI application ``serve`` runs: the pages, the OAuth 2.0 endpoints, one session.
 
@@ -102,6 +200,9 @@ def build_app(
         dev_account: Treat every request as signed in as a user of this account.
         reveal_secrets: Offer "Reveal" on Edit App (the registry has an encryption key).
         session_secret: Signs the session cookie; by default a new one per process.
+        throttling: How the OAuth endpoints throttle failed client authentication
+            (``None``: not at all).
+        metrics: Count on these metrics, and answer ``/metrics`` with their registry.
     """
     from starlette.applications import Starlette  # noqa: PLC0415 - the web extra
     from starlette.middleware import Middleware  # noqa: PLC0415
@@ -137,13 +238,22 @@ def build_app(
         consent_user,
         stylesheet_url=f"{MANAGE_PATH}/static/appregistry.css",
         login_url=f"{MANAGE_PATH}/sign-in" if dev_sign_in else None,
+        throttling=throttling,
+        metrics=metrics,
     )
 
     async def home(_request: Request) -> RedirectResponse:
         return RedirectResponse(f"{MANAGE_PATH}/", 303)
 
+    routes: list[Any] = [Route("/", home)]
+    if metrics is not None:
+        from prometheus_client import make_asgi_app as metrics_app  # noqa: PLC0415
+
+        exposition = _Asgi(metrics_app(registry=metrics.registry))
+        routes.append(Route(METRICS_PATH, exposition, methods=["GET"]))
+
     return Starlette(
-        routes=[Route("/", home), Mount(MANAGE_PATH, app=pages), Mount("", app=oauth)],
+        routes=[*routes, Mount(MANAGE_PATH, app=pages), Mount("", app=oauth)],
         middleware=[
             Middleware(_AccessLog),
             Middleware(_BufferedBody),
@@ -165,6 +275,8 @@ def _oauth_app(
     *,
     stylesheet_url: str,
     login_url: str | None,
+    throttling: Throttling | None,
+    metrics: Metrics | None,
 ) -> Any:
     from ..oauth2 import make_asgi_app  # noqa: PLC0415 - the oauth2 extra
 
@@ -175,7 +287,19 @@ def _oauth_app(
         current_user=consent_user,
         stylesheet_url=stylesheet_url,
         login_url=login_url,
+        throttling=throttling,
+        metrics=metrics,
     )
+
+
+class _Asgi:
+    """An ASGI app as a route's endpoint (Starlette takes a plain function for a view)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
 
 
 class _AccessLog:
@@ -268,6 +392,9 @@ def serve(
     dev_account: str | None = None,
     dev_sign_in: bool = False,
     reveal_secrets: bool = False,
+    throttling: Throttling | None = None,
+    metrics: bool = False,
+    metrics_per_app: bool = False,
     err: TextIO = sys.stderr,
 ) -> int:
     """Serve the pages and the OAuth 2.0 endpoints on ``registry`` until interrupted.
@@ -290,8 +417,20 @@ def serve(
         if problems:
             err.write("appregistry: --dev-account must be an account id\n")
             return EXIT_USAGE
+    try:
+        counted = Metrics(per_app=metrics_per_app) if metrics else None
+    except ImportError:
+        err.write(
+            "appregistry: --metrics needs the metrics extra: pip install 'appregistry[metrics]'\n"
+        )
+        return EXIT_USAGE
     app = build_app(
-        registry, dev_sign_in=dev_sign_in, dev_account=dev_account, reveal_secrets=reveal_secrets
+        registry,
+        dev_sign_in=dev_sign_in,
+        dev_account=dev_account,
+        reveal_secrets=reveal_secrets,
+        throttling=throttling,
+        metrics=counted,
     )
     try:
         sock = socket.create_server((host, port))
@@ -320,6 +459,10 @@ def serve(
         "(/oauth/authorize.php, /oauth/token.php, /oauth/revoke, /oauth/introspect, "
         "/uapi/me); Ctrl-C stops\n"
     )
+    if counted is not None:
+        err.write(f"appregistry: Prometheus metrics on {base}{METRICS_PATH}\n")
+    if throttling is None:
+        err.write("appregistry: throttling is off (--no-throttle)\n")
     err.flush()
     server = uvicorn.Server(
         uvicorn.Config(

@@ -15,7 +15,9 @@ request in and the error out, each a public module that imports its framework it
 - `appregistry.integrations.starlette`: an authentication backend and ``require_token``.
 
 Every adapter uses the same names: ``require_token(optional=False)`` protects an endpoint,
-``identity_from(...)`` reads the `TokenIdentity` of the request.
+``identity_from(...)`` reads the `TokenIdentity` of the request. `read_bearer_token` is the
+parser alone, for a host that checks the token itself; the OAuth endpoints' ``/uapi/me`` and
+`appregistry.oauth2.bearer_token` use it too, so every part of the library answers alike.
 
 >>> from appregistry import Registry
 >>> from appregistry.storage.memory import MemoryStorage
@@ -45,6 +47,7 @@ from ._core import (
     TokenGuard,
     TokenIdentity,
     add_vary,
+    read_bearer_token,
 )
 
 __all__ = [
@@ -55,4 +58,5 @@ __all__ = [
     "TokenGuard",
     "TokenIdentity",
     "add_vary",
+    "read_bearer_token",
 ]

@@ -24,6 +24,7 @@ from .._policy import Decision
 from .._records import Grant
 from .._registry import Registry, TokenCheck
 from ..errors import AppRegistryError, StorageError
+from ..metrics import Metrics
 
 __all__ = [
     "DEFAULT_REALM",
@@ -33,6 +34,7 @@ __all__ = [
     "TokenGuard",
     "TokenIdentity",
     "add_vary",
+    "read_bearer_token",
 ]
 
 logger = logging.getLogger("appregistry.integrations")
@@ -253,6 +255,8 @@ class TokenGuard:
     _opened: Registry | None = attrs.field(default=None, init=False, repr=False)
     _pid: int = attrs.field(default=0, init=False, repr=False)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
+    #: Counts each check's decision (`appregistry.metrics.Metrics.token_checked`), if set.
+    metrics: Metrics | None = attrs.field(default=None, kw_only=True, repr=False)
 
     @classmethod
     def from_url(cls, url: str, *, realm: str = DEFAULT_REALM, **options: Any) -> TokenGuard:
@@ -285,13 +289,7 @@ class TokenGuard:
     def token_of(
         self, authorization: Sequence[str] | str | None, query: str | bytes = ""
     ) -> str | None:
-        """The bearer token a request presents, or ``None``. Reads only; no I/O.
-
-        Args:
-            authorization: The values of the ``Authorization`` header (one per header sent).
-                Other schemes (``Basic ...``) are not bearer tokens and are ignored.
-            query: The raw query string (``QUERY_STRING`` in WSGI, ``scope["query_string"]``
-                in ASGI), for ``accessRequestToken=Bearer T``.
+        """The bearer token a request presents, or ``None``: `read_bearer_token` in this realm.
 
         Raises:
             BearerError: 400 ``invalid_request``: the token is empty or malformed, or more
@@ -303,23 +301,7 @@ class TokenGuard:
         >>> guard.token_of(["Basic dXNlcjpwYXNz"]) is None
         True
         """
-        if isinstance(authorization, str):
-            authorization = [authorization]
-        found: list[str] = []
-        values = list(authorization or ())
-        if len(values) > 1:
-            raise self._bad_request("doubled")
-        for value in values:
-            token = self._from_header(value)
-            if token is not None:
-                found.append(token)
-        if isinstance(query, bytes):
-            query = query.decode("latin-1")
-        if QUERY_TOKEN_PARAMETER in query:
-            found.extend(self._from_query(query))
-        if len(found) > 1:
-            raise self._bad_request("doubled")
-        return found[0] if found else None
+        return read_bearer_token(authorization, query, realm=self.realm)
 
     def verify(self, token: str) -> TokenIdentity:
         """Check ``token`` with the registry (one storage round trip; it may block).
@@ -334,9 +316,16 @@ class TokenGuard:
             check = self.registry.check_token(token)
         except StorageError:
             logger.exception("bearer token not checked: the storage failed")
+            if self.metrics is not None:
+                self.metrics.token_checked("storage_unavailable")
             raise BearerError(
                 503, None, _UNAVAILABLE, reason="storage_unavailable", realm=self.realm
             ) from None
+        if self.metrics is not None:
+            # Counted here, once per HTTP request, rather than in Registry.check_token.
+            self.metrics.token_checked(
+                check.reason, check.token.app_key if check.token is not None else None
+            )
         if not check.allowed or check.token is None:
             if check.token is None:
                 logger.info("bearer token refused: %s", check.reason)
@@ -385,43 +374,97 @@ class TokenGuard:
         """The answer to a request that sent no token: 401, a challenge with no error code."""
         return BearerError(401, None, _MISSING, reason="missing", realm=self.realm)
 
-    def _bad_request(self, reason: str) -> BearerError:
-        logger.info("bearer token refused: %s", reason)
-        description = {"empty": _EMPTY, "doubled": _DOUBLED}.get(reason, _MALFORMED)
-        return BearerError(400, "invalid_request", description, reason=reason, realm=self.realm)
 
-    def _from_header(self, value: str) -> str | None:
-        value = value.strip()
-        scheme, _, rest = value.partition(" ")
-        if scheme.lower() != _BEARER:
-            return None
-        return self._credential(rest)
+def read_bearer_token(
+    authorization: Sequence[str] | str | None,
+    query: str | bytes = "",
+    *,
+    realm: str = DEFAULT_REALM,
+) -> str | None:
+    """The bearer token a request presents, or ``None``. Reads only; no I/O, no registry.
 
-    def _from_query(self, query: str) -> list[str]:
-        found = []
-        try:
-            fields = urllib.parse.parse_qsl(query, keep_blank_values=True)
-        except ValueError:  # an odd query that the parser refuses outright
-            raise self._bad_request("malformed") from None
-        for name, value in fields:
-            if name != QUERY_TOKEN_PARAMETER:
-                continue
-            scheme, space, rest = value.strip().partition(" ")
-            if space and scheme.lower() == _BEARER:
-                found.append(self._credential(rest))
-            elif value.strip().lower() == _BEARER:
-                raise self._bad_request("empty")
-            else:
-                found.append(self._credential(value))
-        return found
+    The one parser behind every adapter, `TokenGuard.token_of` and the OAuth endpoints'
+    ``/uapi/me``, so that a request gets the same answer wherever it is sent.
 
-    def _credential(self, value: str) -> str:
-        value = value.strip()
-        if not value:
-            raise self._bad_request("empty")
-        if len(value) > _MAX_VALUE or not _B64TOKEN.fullmatch(value):
-            # "Bearer a, Bearer b": two headers, joined by the server into one.
-            if "," in value and _BEARER in value.lower():
-                raise self._bad_request("doubled")
-            raise self._bad_request("malformed")
-        return value
+    Args:
+        authorization: The values of the ``Authorization`` header (one per header sent; a
+            WSGI server's ``"Bearer a, Bearer b"`` is two). Other schemes (``Basic ...``)
+            are not bearer tokens and are ignored.
+        query: The raw query string (``QUERY_STRING`` in WSGI, ``scope["query_string"]``
+            in ASGI), for ``accessRequestToken=Bearer T`` (or ``accessRequestToken=T``).
+        realm: Named in the challenge of the error raised.
+
+    Raises:
+        BearerError: 400 ``invalid_request``: the token is empty or malformed, or more
+            than one is presented (two headers, header and query, two query values).
+
+    >>> read_bearer_token(["Bearer abc"]), read_bearer_token(None, "accessRequestToken=abc")
+    ('abc', 'abc')
+    >>> try:
+    ...     read_bearer_token("Bearer abc, Bearer abc")
+    ... except BearerError as error:
+    ...     print(error.status, error.error, error.reason)
+    400 invalid_request doubled
+    """
+    if isinstance(authorization, str):
+        authorization = [authorization]
+    found: list[str] = []
+    values = list(authorization or ())
+    if len(values) > 1:
+        raise _bad_request("doubled", realm)
+    for value in values:
+        token = _from_header(value, realm)
+        if token is not None:
+            found.append(token)
+    if isinstance(query, bytes):
+        query = query.decode("latin-1")
+    if QUERY_TOKEN_PARAMETER in query:
+        found.extend(_from_query(query, realm))
+    if len(found) > 1:
+        raise _bad_request("doubled", realm)
+    return found[0] if found else None
+
+
+def _bad_request(reason: str, realm: str) -> BearerError:
+    logger.info("bearer token refused: %s", reason)
+    description = {"empty": _EMPTY, "doubled": _DOUBLED}.get(reason, _MALFORMED)
+    return BearerError(400, "invalid_request", description, reason=reason, realm=realm)
+
+
+def _from_header(value: str, realm: str) -> str | None:
+    value = value.strip()
+    scheme, _, rest = value.partition(" ")
+    if scheme.lower() != _BEARER:
+        return None
+    return _credential(rest, realm)
+
+
+def _from_query(query: str, realm: str) -> list[str]:
+    found = []
+    try:
+        fields = urllib.parse.parse_qsl(query, keep_blank_values=True)
+    except ValueError:  # an odd query that the parser refuses outright
+        raise _bad_request("malformed", realm) from None
+    for name, value in fields:
+        if name != QUERY_TOKEN_PARAMETER:
+            continue
+        scheme, space, rest = value.strip().partition(" ")
+        if space and scheme.lower() == _BEARER:
+            found.append(_credential(rest, realm))
+        elif value.strip().lower() == _BEARER:
+            raise _bad_request("empty", realm)
+        else:
+            found.append(_credential(value, realm))
+    return found
+
+
+def _credential(value: str, realm: str) -> str:
+    value = value.strip()
+    if not value:
+        raise _bad_request("empty", realm)
+    if len(value) > _MAX_VALUE or not _B64TOKEN.fullmatch(value):
+        # "Bearer a, Bearer b": two headers, joined by the server into one.
+        if "," in value and _BEARER in value.lower():
+            raise _bad_request("doubled", realm)
+        raise _bad_request("malformed", realm)
+    return value

@@ -11,6 +11,8 @@ oauthlib parses and orchestrates; the Registry authenticates, decides and makes 
   extra): one implementation, two transports.
 - `endpoint_paths`: where each endpoint is below a mount point (``/oauth/token.php`` at the
   root, and mounted at ``/oauth`` too).
+- `Throttling`: how the endpoints throttle failed client authentication (429 with
+  ``Retry-After``), per app key and client address, in memory or shared through Redis.
 - `make_server`: the configured oauthlib server, for hosts that route requests themselves.
 - `RegistryValidator`: the oauthlib ``RequestValidator`` under them all.
 - `EscapeControlCharacters`: the logging filter that keeps request values in log lines on
@@ -46,6 +48,7 @@ from ._http import (
 )
 from ._logging import EscapeControlCharacters
 from ._server import MAX_STATE_LENGTH, MIN_STATE_LENGTH, RegistryServer, make_server
+from ._throttle import Throttling
 from ._validator import AuthenticatedClient, RegistryValidator, SignedInUser
 from ._wsgi import CurrentUser, bearer_token, make_wsgi_app
 
@@ -68,6 +71,7 @@ __all__ = [
     "RegistryServer",
     "RegistryValidator",
     "SignedInUser",
+    "Throttling",
     "bearer_token",
     "default_consent_page",
     "endpoint_paths",

@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from .._registry import Clock, Registry, system_clock
+from ..metrics import Metrics
 from ._consent import ConsentPage, default_consent_page
 from ._endpoints import Endpoints, make_endpoints
 from ._http import DEFAULT_MAX_BODY_SIZE, READ_HEADERS, _Request, _Response, content_length
+from ._throttle import DEFAULT_THROTTLING, Throttling
 from ._validator import SignedInUser
 
 if TYPE_CHECKING:
@@ -38,6 +40,8 @@ def make_asgi_app(
     realm: str = "appregistry",
     always_require_state: bool = False,
     issuer: str | None = None,
+    throttling: Throttling | None = DEFAULT_THROTTLING,
+    metrics: Metrics | None = None,
 ) -> ASGIApp:
     """The OAuth 2.0 endpoints on ``registry``, as one ASGI application (Starlette).
 
@@ -50,7 +54,9 @@ def make_asgi_app(
     Request bodies are read on the event loop, within the same limits, before anything else
     sees them; then the endpoints, which call the registry and block, run in a worker thread
     (``starlette.concurrency.run_in_threadpool``), never on the event loop. The options
-    other than ``current_user`` are `make_wsgi_app`'s, with the same meaning.
+    other than ``current_user`` are `make_wsgi_app`'s, with the same meaning (the client
+    address the throttle counts is the ASGI ``client``, or behind a trusted proxy, from
+    ``X-Forwarded-For``).
 
     Args:
         current_user: Says who is signed in to the host in this request (or ``None``), from
@@ -83,6 +89,8 @@ def make_asgi_app(
         realm=realm,
         always_require_state=always_require_state,
         issuer=issuer,
+        throttling=throttling,
+        metrics=metrics,
     )
     return _AsgiApp(endpoints)
 
@@ -127,6 +135,9 @@ def _request(scope: Scope, native: Request) -> _Request:
     if root and path.startswith(root) and path[len(root) : len(root) + 1] in {"", "/"}:
         path = path[len(root) :] or "/"
     headers = {name: native.headers[name] for name in READ_HEADERS if name in native.headers}
+    if len(native.headers.getlist("Authorization")) > 1:
+        # Repeated headers are joined, as a WSGI server joins them: two tokens stay two.
+        headers["Authorization"] = ", ".join(native.headers.getlist("Authorization"))
     host = native.headers.get("host")
     if not host:
         server = scope.get("server") or ("localhost", None)
@@ -141,6 +152,9 @@ def _request(scope: Scope, native: Request) -> _Request:
         headers=headers,
         content_length=native.headers.get("content-length"),
         native=native,
+        client=client[0] if (client := scope.get("client")) else None,
+        # Every header line: a client's own line must not hide the one its proxy added.
+        forwarded_for=", ".join(native.headers.getlist("x-forwarded-for")) or None,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 import urllib.parse
 from collections.abc import Callable
 from typing import Any, Final
@@ -23,6 +24,8 @@ from .._policy import Reason
 from .._records import App
 from .._registry import Clock, Registry
 from ..errors import AppNotFound, StorageError, ValidationError
+from ..integrations import BearerError, TokenGuard
+from ..metrics import Metrics
 from ._consent import (
     CONSENT_FIELDS,
     ConsentPage,
@@ -35,7 +38,6 @@ from ._http import (
     _Refused,
     _Request,
     _Response,
-    bearer_from,
     check_limits,
     described,
     endpoint_paths,
@@ -47,7 +49,9 @@ from ._http import (
     redirect_response,
 )
 from ._logging import install_log_escaping
-from ._server import RegistryServer, make_server, with_description
+from ._metrics import observe
+from ._server import RegistryServer, make_server
+from ._throttle import Throttle, Throttling
 from ._validator import SignedInUser
 
 __all__ = ["Endpoints", "make_endpoints", "server_metadata"]
@@ -123,6 +127,8 @@ def make_endpoints(
     realm: str,
     always_require_state: bool,
     issuer: str | None,
+    throttling: Throttling | None = None,
+    metrics: Metrics | None = None,
 ) -> Endpoints:
     """The endpoints with the options `make_wsgi_app` and `make_asgi_app` document."""
     if max_body_size < 1:
@@ -140,6 +146,8 @@ def make_endpoints(
         clock=clock,
         realm=realm,
         issuer=issuer.rstrip("/") if issuer is not None else None,
+        throttle=Throttle(throttling, metrics) if throttling is not None else None,
+        metrics=metrics,
     )
 
 
@@ -158,6 +166,8 @@ class Endpoints:
     clock: Clock
     realm: str
     issuer: str | None
+    throttle: Throttle | None = None
+    metrics: Metrics | None = None
 
     def refusal(self, request: _Request) -> _Response | None:
         """The answer to a request refused on its head alone (path, method, limits), or None.
@@ -195,8 +205,15 @@ class Endpoints:
             return early
         name = self._route(request) or "metadata"
         handler = getattr(self, f"_{name}")
+        started = time.perf_counter()
         try:
-            response = handler(request)
+            throttled = self.throttle.refusal(name, request) if self.throttle else None
+            if throttled is not None:
+                response = self._refused(name, throttled)
+            else:
+                response = handler(request)
+                if self.throttle is not None:
+                    self.throttle.record(name, request, response)
         except _Refused as refused:
             response = self._refused(name, refused)
         except StorageError:
@@ -205,6 +222,8 @@ class Endpoints:
         except Exception:
             logger.exception("failed while serving %s", self._shown_path(request))
             response = json_response(500, {"error": "server_error"})
+        if self.metrics is not None:
+            observe(self.metrics, name, request, response, time.perf_counter() - started)
         return self._finish(request, response)
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -218,9 +237,10 @@ class Endpoints:
 
     def _refused(self, name: str, refused: _Refused) -> _Response:
         if name == "authorize":
-            return html_response(
+            page = html_response(
                 refused.status, self._message("Request refused", refused.description)
             )
+            return attrs.evolve(page, headers=(*page.headers, *refused.headers))
         return json_response(
             refused.status,
             {"error": "invalid_request", "error_description": refused.description},
@@ -414,37 +434,15 @@ class Endpoints:
         )
 
     def _me(self, request: _Request) -> _Response:
+        # The integrations' guard decides, so /uapi/me answers as every framework adapter
+        # does (RFC 6750): 400 invalid_request for an empty, malformed or doubled token, 401
+        # with a challenge for a missing, unknown, expired or denied one.
+        guard = TokenGuard(self.registry, realm=self.realm, metrics=self.metrics)
         try:
-            token = bearer_from(request.headers.get("Authorization"), request.query)
-        except ValueError as exc:
-            challenge = f'Bearer realm="{self.realm}", error="invalid_request"'
-            raise _Refused(400, str(exc), (("WWW-Authenticate", challenge),)) from None
-        if token is None:
-            # RFC 6750 section 3.1: no error code in the challenge when no token came; the
-            # body still says what is wrong.
-            return json_response(
-                401,
-                {"error": "invalid_token", "error_description": "A bearer token is required."},
-                [("WWW-Authenticate", f'Bearer realm="{self.realm}"')],
-            )
-        check = self.registry.check_token(token)
-        record = check.token
-        if not check.allowed or record is None:
-            logger.info("bearer token refused: %s", check.reason)
-            return json_response(
-                401,
-                with_description({"error": "invalid_token"}),
-                [("WWW-Authenticate", f'Bearer realm="{self.realm}", error="invalid_token"')],
-            )
-        return json_response(
-            200,
-            {
-                "account": record.account,
-                "app": record.app_key,
-                "grant": str(record.grant),
-                "expires_at": record.expires_at.isoformat(),
-            },
-        )
+            identity = guard.authenticate(request.headers.get("Authorization"), request.query)
+        except BearerError as refused:
+            return _Response(refused.status, tuple(refused.headers), refused.body)
+        return json_response(200, identity.as_json(), [("Vary", "Authorization")])
 
     def _metadata(self, request: _Request) -> _Response:
         return json_response(200, server_metadata(self.issuer or f"{request.origin}{request.root}"))

@@ -24,11 +24,9 @@ __all__ = [
     "MAX_QUERY_LENGTH",
     "METADATA_PATH",
     "ME_PATH",
-    "QUERY_TOKEN_PARAMETER",
     "READ_HEADERS",
     "REVOKE_PATH",
     "TOKEN_PATH",
-    "bearer_from",
     "endpoint_paths",
 ]
 
@@ -55,8 +53,6 @@ MAX_QUERY_LENGTH: Final = 8 * 1024
 MAX_HEADER_LENGTH: Final = 8 * 1024
 #: The most ``&``-separated fields a form body or a query string may have; more get 400.
 MAX_FORM_FIELDS: Final = 64
-#: The query parameter the original system's clients send their bearer token in.
-QUERY_TOKEN_PARAMETER: Final = "accessRequestToken"
 #: The request headers the endpoints read, by their usual names.
 READ_HEADERS: Final = ("Authorization", "User-Agent", "Origin", "Content-Type")
 
@@ -113,6 +109,9 @@ class _Request:
         body: The body, once read; empty before.
         native: The transport's own request (a WSGI environ, a Starlette request), for the
             host's ``current_user``.
+        client: The connection's peer address (``REMOTE_ADDR``), if the server says.
+        forwarded_for: Every ``X-Forwarded-For`` header, joined with commas; read only when
+            the peer is a trusted proxy (see `Throttling`).
     """
 
     method: str
@@ -125,6 +124,8 @@ class _Request:
     content_length: str | None = None
     body: bytes = b""
     native: Any = None
+    client: str | None = None
+    forwarded_for: str | None = None
 
     def uri(self, *, query: bool = True) -> str:
         """The request's full URL (what oauthlib parses the query from)."""
@@ -219,28 +220,6 @@ def error_code(response: _Response) -> str | None:
         error = data.get("error") if isinstance(data, dict) else None
         return error if isinstance(error, str) else None
     return None
-
-
-def bearer_from(authorization: object, query: str) -> str | None:
-    """The bearer token in an ``Authorization`` header or the ``accessRequestToken`` query.
-
-    Raises:
-        ValueError: A token is presented more than once, or the bearer header is empty.
-    """
-    found: list[str] = []
-    if isinstance(authorization, str):
-        scheme, _, value = authorization.strip().partition(" ")
-        if scheme.lower() == "bearer":
-            if not value.strip():
-                raise ValueError("the bearer token is empty")
-            found.append(value.strip())
-    for name, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
-        if name == QUERY_TOKEN_PARAMETER:
-            scheme, space, rest = value.strip().partition(" ")
-            found.append(rest.strip() if space and scheme.lower() == "bearer" else value.strip())
-    if len(found) > 1:
-        raise ValueError("a request must present one bearer token, in one place")
-    return found[0] if found else None
 
 
 def check_limits(request: _Request, max_body_size: int) -> None:

@@ -140,7 +140,10 @@ class RegistryServer(
         self.auth_grant = AuthorizationCodeGrant(
             validator, pre_auth=[check_state], post_auth=[_require_s256]
         )
-        self.credentials_grant = ClientCredentialsGrant(validator)
+        # The client is authenticated where its token is issued: one transaction a grant.
+        self.credentials_grant = ClientCredentialsGrant(
+            validator, pre_token=[validator.present_client]
+        )
         self.refresh_grant = RefreshTokenGrant(
             validator, issue_new_refresh_tokens=True, pre_token=[_redact_refresh_token]
         )

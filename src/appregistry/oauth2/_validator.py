@@ -31,6 +31,7 @@ from ..errors import AppNotFound, Denied, InvalidGrant, ValidationError
 __all__ = [
     "MAX_PRESENTED_CREDENTIAL",
     "AuthenticatedClient",
+    "PresentedClient",
     "RegistryValidator",
     "SignedInUser",
     "plain",
@@ -51,13 +52,17 @@ _CLIENT_REASONS: Final = frozenset(
     {Reason.BAD_CREDENTIALS, Reason.APP_UNKNOWN, Reason.APP_DISABLED}
 )
 
+# The refusals of a client-credentials issue that come before the trust check all the same:
+# the credentials are wrong (R25), or the app is untrusted.
+_TOLD_BEFORE_TRUST: Final = frozenset({Reason.BAD_CREDENTIALS, Reason.APP_NOT_TRUSTED})
+
 
 @attrs.frozen
 class SignedInUser:
     """The user signed in to the host, who approves or denies an app on the consent page.
 
     Args:
-        account: The account the approval is for (the app gets installed there, R15).
+        account: The account the approval is for (the app gets installed there).
         user: The user id recorded as having approved it (``installed_by``).
     """
 
@@ -71,6 +76,23 @@ class AuthenticatedClient:
 
     oauthlib reads ``client_id``; the secret is kept for `Registry.issue_token`, which checks
     it again in its own transaction.
+    """
+
+    client_id: str
+    secret: str = attrs.field(repr=False)
+
+
+@attrs.frozen
+class PresentedClient:
+    """The key and secret a client-credentials token request presents, not checked yet.
+
+    A client-credentials grant authenticates its client in the very transaction that issues
+    the token (`Registry.issue_token` reads the app, its secret and its owner's installation
+    and permission at once, locked), rather than in one transaction for authentication, one
+    for the app's ``trusted`` flag and a third to issue. The server's client-credentials
+    grant puts this on the request before oauthlib asks `RegistryValidator.authenticate_client`,
+    which then defers to the issue; only that grant does, so revocation and introspection,
+    which act on the client's say-so, always authenticate it first.
     """
 
     client_id: str
@@ -170,7 +192,18 @@ class RegistryValidator(RequestValidator):  # type: ignore[misc] # oauthlib is u
         return True
 
     def authenticate_client(self, request: Any, *args: Any, **kwargs: Any) -> bool:
-        """Check the key and secret (R25: an unknown key and a wrong secret look the same)."""
+        """Check the key and secret (an unknown key and a wrong secret look the same).
+
+        A client-credentials grant's `PresentedClient` is checked later, when its token is
+        issued, in the same transaction (see `present_client`): nothing is read here.
+        """
+        client = request.client
+        if isinstance(client, PresentedClient) and request.grant_type == "client_credentials":
+            request.client_id = client.client_id
+            return True
+        return self._authenticate(request)
+
+    def _authenticate(self, request: Any) -> bool:
         presented = client_credentials(request)
         if presented is None:
             return False
@@ -182,6 +215,33 @@ class RegistryValidator(RequestValidator):  # type: ignore[misc] # oauthlib is u
         request.client = AuthenticatedClient(key, secret)
         request.client_id = key
         return True
+
+    def present_client(self, request: Any) -> dict[str, Any]:
+        """Defer a client-credentials request's authentication to the issue of its token.
+
+        A ``pre_token`` validator of the client-credentials grant (`make_server` installs
+        it), run before oauthlib authenticates the client. It puts the presented key and
+        secret on the request as a `PresentedClient`; `save_bearer_token` then lets
+        `Registry.issue_token` authenticate, judge and issue in one transaction: a grant
+        costs one transaction (two PostgreSQL round trips) instead of three. Credentials
+        that cannot be parsed are left alone, and fail `authenticate_client` as before.
+        """
+        presented = client_credentials(request)
+        if presented is not None:
+            request.client = PresentedClient(*presented)
+        return {}
+
+    def _settle(self, request: Any) -> None:
+        # Authenticate a deferred client now, and check that it may use client credentials
+        # (R19), raising what oauthlib would have raised before: a request that fails
+        # another check later (a scope) is answered as it always was, client errors first.
+        # Only refusals pass here, so the extra transactions cost nothing on the hot path.
+        if not self._authenticate(request):
+            raise oauth_errors.InvalidClientError(request=request)
+        if not self.validate_grant_type(
+            request.client_id, "client_credentials", request.client, request
+        ):
+            raise oauth_errors.UnauthorizedClientError(request=request)
 
     def authenticate_client_id(
         self, client_id: str, request: Any, *args: Any, **kwargs: Any
@@ -203,8 +263,13 @@ class RegistryValidator(RequestValidator):  # type: ignore[misc] # oauthlib is u
     def validate_grant_type(
         self, client_id: str, grant_type: str, client: Any, request: Any, *args: Any, **kwargs: Any
     ) -> bool:
-        """Client credentials are for trusted apps only (R19); the other grants for every app."""
+        """Client credentials are for trusted apps only; the other grants for every app.
+
+        For a `PresentedClient`, `Registry.issue_token` decides it, with the credentials.
+        """
         if grant_type in {"authorization_code", "refresh_token"}:
+            return True
+        if grant_type == "client_credentials" and isinstance(client, PresentedClient):
             return True
         if grant_type != "client_credentials" or not isinstance(client, AuthenticatedClient):
             return False
@@ -218,7 +283,7 @@ class RegistryValidator(RequestValidator):  # type: ignore[misc] # oauthlib is u
     def validate_redirect_uri(
         self, client_id: str, redirect_uri: str, request: Any, *args: Any, **kwargs: Any
     ) -> bool:
-        """The registered redirect URL, exactly (R4): never a prefix or a look-alike."""
+        """The registered redirect URL, exactly: never a prefix or a look-alike."""
         key, url = plain(client_id), plain(redirect_uri)
         return key is not None and url is not None and self._registry.redirect_url_matches(key, url)
 
@@ -265,7 +330,13 @@ class RegistryValidator(RequestValidator):  # type: ignore[misc] # oauthlib is u
         *args: Any,
         **kwargs: Any,
     ) -> bool:
-        """Only the empty scope; asking for any is refused rather than silently ignored."""
+        """Only the empty scope; asking for any is refused rather than silently ignored.
+
+        A deferred client is authenticated first, so that bad credentials are still told
+        before a bad scope.
+        """
+        if scopes and isinstance(client, PresentedClient):
+            self._settle(request)
         return not scopes
 
     def is_pkce_required(self, client_id: str, request: Any) -> bool:
@@ -367,7 +438,10 @@ class RegistryValidator(RequestValidator):  # type: ignore[misc] # oauthlib is u
             oauthlib.oauth2.UnauthorizedClientError: Client credentials of an untrusted app.
         """
         client = request.client
-        if not isinstance(client, AuthenticatedClient):
+        deferred = isinstance(client, PresentedClient) and request.grant_type == (
+            "client_credentials"
+        )
+        if not deferred and not isinstance(client, AuthenticatedClient):
             raise oauth_errors.InvalidClientError(request=request)
         agent = user_agent(request.headers.get("User-Agent"))
         try:
@@ -379,6 +453,8 @@ class RegistryValidator(RequestValidator):  # type: ignore[misc] # oauthlib is u
             ) from exc
         except Denied as exc:
             logger.info("token refused for app %s: %s", client.client_id, exc.decision.reason)
+            if deferred and exc.decision.reason not in _TOLD_BEFORE_TRUST:
+                self._refuse_untrusted(client.client_id, request)
             raise _denial(exc, request) from exc
         except ValidationError as exc:
             raise oauth_errors.InvalidRequestError(request=request) from exc
@@ -392,9 +468,23 @@ class RegistryValidator(RequestValidator):  # type: ignore[misc] # oauthlib is u
         if not token.get("scope"):
             token.pop("scope", None)
 
-    def _issue(self, client: AuthenticatedClient, request: Any, agent: str | None) -> IssuedToken:
+    def _refuse_untrusted(self, key: str, request: Any) -> None:
+        # The client authenticated, but another rule refused it: had it been authenticated
+        # first, an untrusted app would have been told so before anything else (R19), as
+        # `validate_grant_type` does. A refusal only, so the extra read costs no grant.
+        try:
+            trusted = self._registry.get_app(key).trusted
+        except AppNotFound:
+            return
+        if not trusted:
+            raise oauth_errors.UnauthorizedClientError(request=request)
+
+    def _issue(
+        self, client: AuthenticatedClient | PresentedClient, request: Any, agent: str | None
+    ) -> IssuedToken:
         grant_type = request.grant_type
         if grant_type == "client_credentials":
+            # One transaction: the credentials, the app's state (locked) and the insert.
             return self._registry.issue_token(client.client_id, client.secret, user_agent=agent)
         if grant_type == "authorization_code":
             code = plain(request.code)

@@ -10,6 +10,8 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 import attrs
 
 from .._registry import Clock, Registry, system_clock
+from ..integrations import DEFAULT_REALM, BearerError, read_bearer_token
+from ..metrics import Metrics
 from ._consent import ConsentPage, default_consent_page
 from ._endpoints import Endpoints, make_endpoints
 from ._http import (
@@ -19,9 +21,9 @@ from ._http import (
     MAX_QUERY_LENGTH,
     READ_HEADERS,
     _Request,
-    bearer_from,
     content_length,
 )
+from ._throttle import DEFAULT_THROTTLING, Throttling
 from ._validator import SignedInUser
 
 # The limits are re-exported: they bound what this app reads (see make_wsgi_app).
@@ -44,15 +46,23 @@ _ENVIRON_HEADERS: Final = {
 }
 
 
-def bearer_token(environ: WSGIEnvironment) -> str | None:
+def bearer_token(environ: WSGIEnvironment, *, realm: str = DEFAULT_REALM) -> str | None:
     """The bearer token of a request, as the original system's clients send it.
 
     Accepted: the header ``Authorization: Bearer T``, or the query parameter
     ``accessRequestToken=Bearer T`` (``accessRequestToken=T`` too). Check what it returns with
-    `Registry.check_token`.
+    `Registry.check_token`. The parsing is `appregistry.integrations.read_bearer_token`'s, so
+    a request is refused here exactly as the framework adapters and ``/uapi/me`` refuse it.
+
+    Args:
+        environ: The request's WSGI environ.
+        realm: Named in the challenge of the error raised.
 
     Raises:
-        ValueError: A token is presented more than once, or the bearer header is empty.
+        appregistry.integrations.BearerError: The answer to send instead: 400
+            ``invalid_request`` when the token is empty or malformed, or presented more than
+            once; its ``status``, ``headers`` and ``body`` are the response. It is also a
+            `ValueError`, which earlier versions raised, so existing handlers keep working.
 
     >>> bearer_token({"HTTP_AUTHORIZATION": "Bearer abc"})
     'abc'
@@ -60,8 +70,28 @@ def bearer_token(environ: WSGIEnvironment) -> str | None:
     'abc'
     >>> bearer_token({}) is None
     True
+    >>> try:
+    ...     bearer_token({"HTTP_AUTHORIZATION": "Bearer "})
+    ... except BearerError as error:
+    ...     print(error.status, error.error, error.description)
+    400 invalid_request The bearer token is empty.
     """
-    return bearer_from(environ.get("HTTP_AUTHORIZATION"), str(environ.get("QUERY_STRING") or ""))
+    authorization = environ.get("HTTP_AUTHORIZATION")
+    query = environ.get("QUERY_STRING")
+    try:
+        return read_bearer_token(
+            authorization if isinstance(authorization, str) else None,
+            query if isinstance(query, str) else "",
+            realm=realm,
+        )
+    except BearerError as error:
+        raise _MalformedBearer(
+            error.status, error.error, error.description, reason=error.reason, realm=error.realm
+        ) from None
+
+
+class _MalformedBearer(BearerError, ValueError):
+    """A `BearerError` that earlier versions' ``except ValueError`` handlers still catch."""
 
 
 def make_wsgi_app(
@@ -77,6 +107,8 @@ def make_wsgi_app(
     realm: str = "appregistry",
     always_require_state: bool = False,
     issuer: str | None = None,
+    throttling: Throttling | None = DEFAULT_THROTTLING,
+    metrics: Metrics | None = None,
 ) -> WSGIApplication:
     """The OAuth 2.0 endpoints on ``registry``, as one WSGI application.
 
@@ -104,6 +136,12 @@ def make_wsgi_app(
             ``https://example.com``; the endpoints' URLs there are built on it. By default
             each request's scheme, host and mount point give it. Set it in production, so
             that a forged ``Host`` header cannot change what the metadata says.
+        throttling: How failed client authentications are throttled (429 with
+            ``Retry-After``): per app key and per client address, in memory by default, in
+            Redis when `Throttling` names one; behind a reverse proxy, set its
+            ``trusted_proxies``. ``None`` turns throttling off. See docs/operations.md.
+        metrics: Count grants, throttled requests, ``/uapi/me`` checks and latency on these
+            `appregistry.metrics.Metrics` (the ``metrics`` extra); ``None``: none.
 
     >>> from appregistry import Registry
     >>> from appregistry.storage.memory import MemoryStorage
@@ -123,6 +161,8 @@ def make_wsgi_app(
         realm=realm,
         always_require_state=always_require_state,
         issuer=issuer,
+        throttling=throttling,
+        metrics=metrics,
     )
     return _WsgiApp(endpoints)
 
@@ -165,7 +205,13 @@ def _request(environ: WSGIEnvironment) -> _Request:
         headers=headers,
         content_length=length if isinstance(length, str) else None,
         native=environ,
+        client=_text(environ.get("REMOTE_ADDR")),
+        forwarded_for=_text(environ.get("HTTP_X_FORWARDED_FOR")),
     )
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _read(stream: Any, length: int) -> bytes:

@@ -46,6 +46,7 @@ from .._records import (
 from .._validation import search_text
 from ..errors import StorageError
 from ..ports import ListQuery, Position
+from ._changes import InProcessFeed
 
 __all__ = ["MemoryStorage"]
 
@@ -137,6 +138,7 @@ class _Data:
         # neither a purge nor a family's revocation should look at them all.
         self.refresh_by_expiry: dict[int, dict[str, None]] = {}
         self.refresh_by_family: dict[str, dict[str, None]] = {}
+        self.settings: dict[str, bytes] = {}  # name -> value (see ports.SettingsRepository)
 
 
 def _second(when: datetime) -> int:
@@ -243,6 +245,10 @@ class _Unit:
     @functools.cached_property
     def refresh_tokens(self) -> _RefreshTokens:
         return _RefreshTokens(self)
+
+    @functools.cached_property
+    def settings(self) -> _Settings:
+        return _Settings(self)
 
     def add_to_index(self, index: dict[K, dict[str, None]], key: K, member: str) -> None:
         members = index.get(key)
@@ -666,6 +672,18 @@ class _RefreshTokens:
         return sum(self._unit.drop_refresh(token_id) for token_id in doomed)
 
 
+class _Settings:
+    def __init__(self, unit: _Unit) -> None:
+        self._data = unit._data
+        self._journal = unit._journal
+
+    def get(self, name: str) -> bytes | None:
+        return self._data.settings.get(name)
+
+    def put(self, name: str, value: bytes) -> None:
+        self._journal.set(self._data.settings, name, bytes(value))
+
+
 class MemoryStorage:
     """Thread-safe, transactional storage in this process's memory.
 
@@ -678,6 +696,7 @@ class MemoryStorage:
         self._lock = threading.Lock()
         self._holder: int | None = None  # thread id inside a transaction, to refuse nesting
         self._closed = False
+        self._feed = InProcessFeed()
 
     def __repr__(self) -> str:
         return f"MemoryStorage(apps={len(self._data.apps)}, tokens={len(self._data.tokens)})"
@@ -725,6 +744,10 @@ class MemoryStorage:
                     data.permissions.get(account),
                 )
             )
+
+    def change_feed(self) -> InProcessFeed:
+        """The storage's `appregistry.ports.ChangeFeed`: Registries sharing it in-process."""
+        return self._feed
 
     def close(self) -> None:
         """Drop the data; the storage cannot be used afterwards."""

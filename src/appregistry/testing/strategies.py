@@ -2,7 +2,7 @@
 
 Every strategy draws values that `appregistry.Registry` accepts, so a host can test its own
 code (forms, policies, backends) with realistic data: internationalized hosts and emails,
-phone numbers of every region, credentials in the exact formats of R6.
+phone numbers of every region, credentials in the exact formats the registry makes and imports.
 
 >>> from hypothesis import given
 >>> from appregistry import Registry
@@ -65,17 +65,17 @@ def _credential(alphabet: str) -> st.SearchStrategy[str]:
 
 
 def app_keys() -> st.SearchStrategy[str]:
-    """App keys as the registry makes them: 32 characters of ``[A-Za-z0-9]`` (R6)."""
+    """App keys as the registry makes them: 32 characters of ``[A-Za-z0-9]``."""
     return _credential(_GENERATED)
 
 
 def app_secrets() -> st.SearchStrategy[str]:
-    """App secrets as the registry makes them: 32 characters of ``[A-Za-z0-9]`` (R6)."""
+    """App secrets as the registry makes them: 32 characters of ``[A-Za-z0-9]``."""
     return _credential(_GENERATED)
 
 
 def importable_credentials() -> st.SearchStrategy[str]:
-    """Keys or secrets that can be imported: 32 characters of RFC 3986 unreserved (R6)."""
+    """Keys or secrets that can be imported: 32 characters of RFC 3986 unreserved."""
     return _credential(_UNRESERVED)
 
 
@@ -188,7 +188,7 @@ def _urls(scheme: str, *, fragment: bool) -> st.SearchStrategy[str]:
 
 
 def homepages() -> st.SearchStrategy[str]:
-    """Absolute http(s) URLs with IDN hosts, ports, Unicode paths and queries (R2).
+    """Absolute http(s) URLs with IDN hosts, ports, Unicode paths and queries.
 
     Usable as ``homepage`` or ``image_url``.
     """
@@ -196,7 +196,7 @@ def homepages() -> st.SearchStrategy[str]:
 
 
 def redirect_urls() -> st.SearchStrategy[str]:
-    """Redirect URLs the registry accepts: ``https``, with an (IDN) host, no fragment (R4)."""
+    """Redirect URLs the registry accepts: ``https``, with an (IDN) host, no fragment."""
     return _urls("https", fragment=False)
 
 
@@ -210,7 +210,7 @@ def _local_parts() -> st.SearchStrategy[str]:
 
 
 def emails() -> st.SearchStrategy[str]:
-    """Email addresses that ``email-validator`` accepts without DNS (R3).
+    """Email addresses that ``email-validator`` accepts without DNS.
 
     Local parts may be internationalized (SMTPUTF8) and domains may be IDNs; the top-level
     domain is ASCII letters and never a special-use name (``test``, ``localhost``, ...).
@@ -244,7 +244,7 @@ _PHONE_FORMATS: Final = (
 
 
 def phone_numbers() -> st.SearchStrategy[str]:
-    """Valid international phone numbers of many regions, each normalizing to E.164 (R5).
+    """Valid international phone numbers of many regions, each normalizing to E.164.
 
     They come in E.164, international or RFC 3966 (``tel:``) spelling.
 

@@ -25,6 +25,7 @@ from starlette.types import Scope
 from .._registry import Registry
 from .._validation import display_url
 from . import _account, _dev, _provider
+from ._forms import beside_field
 from ._security import (
     CSRF_FIELD,
     RequestGuard,
@@ -78,7 +79,7 @@ def make_app(
         https_only: Mark the cookies ``Secure`` (set it whenever the site is served over
             HTTPS, as it should be outside development).
         reveal_secrets: Offer "Reveal" for an app's secret on Edit App. Only a registry
-            with a ``secret_encryption_key`` can reveal one (R7); without it the page says so.
+            with a ``secret_encryption_key`` can reveal one; without it the page says so.
         templates_dir: A folder of templates that replace the package's own, name for name
             (``appregistry/layout.html`` restyles every page).
         time_zone: The zone the pages show times in (UTC by default; times say their zone).
@@ -240,6 +241,7 @@ def _templates(directory: str | os.PathLike[str] | None) -> Jinja2Templates:
         page_sizes=PAGE_SIZES,
         csrf_field=CSRF_FIELD,
     )
+    env.filters["beside_field"] = beside_field
     return Jinja2Templates(env=env, context_processors=[_flash])
 
 

@@ -9,7 +9,7 @@ import attrs
 from .._records import App
 from .._validation import display_url
 
-__all__ = ["APP_FORM_FIELDS", "AppForm", "FormField"]
+__all__ = ["APP_FORM_FIELDS", "AppForm", "FormField", "beside_field"]
 
 
 @attrs.frozen
@@ -63,6 +63,25 @@ APP_FORM_FIELDS: Final = (
     ),
 )
 _OPTIONAL: Final = frozenset({"description", "image_url", "admin_phone"})
+
+
+def beside_field(message: str, field: str) -> str:
+    """A problem's message as shown beside its field: without the field's name in front.
+
+    The registry's messages name the argument (``admin_email is not a valid ...``) because
+    they are read alone, in logs and exceptions; beside the field, under its label, the name
+    only repeats it, and in its programmer's spelling. Several messages are joined with a
+    space, so each ends with a full stop.
+
+    >>> beside_field("admin_email is not a valid email address", "admin_email")
+    'Is not a valid email address.'
+    >>> beside_field("The owner may register at most 3 apps.", "owner")
+    'The owner may register at most 3 apps.'
+    """
+    prefix = f"{field} "
+    if field and message.startswith(prefix) and len(message) > len(prefix):
+        message = message[len(prefix)].upper() + message[len(prefix) + 1 :]
+    return message if message.endswith((".", "!", "?")) else f"{message}."
 
 
 @attrs.frozen

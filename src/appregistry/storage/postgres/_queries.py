@@ -53,6 +53,8 @@ _TOKEN_COLUMNS: Final = (
     "expires_at",
     "user_agent",
     "family_id",
+    "approved_by",
+    "last_used_at",
 )
 _CODE_COLUMNS: Final = (
     "app_key",
@@ -76,6 +78,7 @@ _REFRESH_COLUMNS: Final = (
     "issued_at",
     "expires_at",
     "rotated_at",
+    "approved_by",
 )
 _INSTALLATION_COLUMNS: Final = ("app_key", "account", "installed_by", "installed_at", "suspended")
 _SECRET_COLUMNS: Final = (
@@ -141,6 +144,8 @@ def _token(row: Row) -> AccessToken:
         expires_at=_utc(row[5]),
         user_agent=row[6],
         family_id=row[7],
+        approved_by=row[8],
+        last_used_at=_utc(row[9]) if row[9] is not None else None,
     )
 
 
@@ -170,6 +175,7 @@ def _refresh(row: Row) -> RefreshToken:
         issued_at=_utc(row[5]),
         expires_at=_utc(row[6]),
         rotated_at=_utc(row[7]) if row[7] is not None else None,
+        approved_by=row[8],
     )
 
 
@@ -397,7 +403,7 @@ class _Queries:
         # Tokens.
         self.token_add = r(
             """INSERT INTO {tokens} ({token_cols}, digest, search_text)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"""
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"""
         )
         self.token_app = r("SELECT app_key FROM {tokens} WHERE token_id = %s")
         self.token_get = r("SELECT {token_cols} FROM {tokens} WHERE token_id = %s FOR UPDATE")
@@ -487,7 +493,7 @@ class _Queries:
         # Refresh tokens.
         self.refresh_add = r(
             """INSERT INTO {refresh_tokens} ({refresh_cols}, digest)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"""
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"""
         )
         self.refresh_app_by_digest = r("SELECT app_key FROM {refresh_tokens} WHERE digest = %s")
         self.refresh_app_by_id = r("SELECT app_key FROM {refresh_tokens} WHERE token_id = %s")
@@ -509,6 +515,13 @@ class _Queries:
             """DELETE FROM {refresh_tokens} WHERE token_id IN (
                    SELECT token_id FROM {refresh_tokens} WHERE expires_at <= %s
                    LIMIT %s FOR UPDATE SKIP LOCKED)"""
+        )
+
+        # The storage's settings (see ports.SettingsRepository).
+        self.setting_get = r("SELECT value FROM {settings} WHERE name = %s FOR UPDATE")
+        self.setting_put = r(
+            """INSERT INTO {settings} (name, value) VALUES (%s, %s)
+               ON CONFLICT (name) DO UPDATE SET value = excluded.value"""
         )
 
     def _render(self, template: LiteralString, **parts: sql.Composable) -> bytes:

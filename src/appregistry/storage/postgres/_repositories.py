@@ -40,7 +40,7 @@ from ._queries import (
     _utc,
 )
 from ._schema import _OWNER_LOCK_CLASS, Connection
-from ._tokens import _Codes, _RefreshTokens, _Tokens
+from ._tokens import _Codes, _RefreshTokens, _Settings, _Tokens
 
 if TYPE_CHECKING:
     from ._storage import PostgresStorage
@@ -93,6 +93,7 @@ class _Unit:
         self.tokens = _Tokens(self)
         self.codes = _Codes(self)
         self.refresh_tokens = _RefreshTokens(self)
+        self.settings = _Settings(self)
 
     def _begin(self) -> None:
         # Only when the first statement comes: a transaction that sends nothing costs

@@ -22,6 +22,7 @@ _TABLES: Final = {
     "retired": "appregistry_retired_keys",
     "codes": "appregistry_codes",
     "refresh_tokens": "appregistry_refresh_tokens",
+    "settings": "appregistry_settings",
 }
 
 # _MIGRATIONS[n] takes a schema from version n to n + 1. Append, never edit: a released
@@ -125,6 +126,18 @@ _MIGRATIONS: Final[tuple[LiteralString, ...]] = (
     ALTER TABLE {codes} ADD COLUMN redirect_url_given boolean NOT NULL DEFAULT true,
                         ADD COLUMN used_at timestamptz,
                         ADD COLUMN family_id text COLLATE "C";
+    """,
+    """
+    -- Who approved a token for its account (issue_token's approved_by, or the authorization
+    -- code's user), on the token and on its family's refresh tokens, so that a rotation
+    -- passes it on; NULL for client credentials and for the tokens stored before. And when a
+    -- token was last used, which nothing records yet.
+    ALTER TABLE {tokens} ADD COLUMN approved_by text,
+                         ADD COLUMN last_used_at timestamptz;
+    ALTER TABLE {refresh_tokens} ADD COLUMN approved_by text;
+    -- The storage's own settings: the fingerprints of the pepper and of the secret encryption
+    -- key its digests and ciphertexts were made with (ports.SettingsRepository).
+    CREATE TABLE {settings} (name text COLLATE "C" PRIMARY KEY, value bytea NOT NULL);
     """,
 )
 

@@ -16,6 +16,7 @@ from psycopg_pool import ConnectionPool
 from ..._records import App, AppsPermission, Installation, TokenContext
 from ...errors import StorageError, StorageUnavailable
 from .. import redact_url
+from ._feed import PostgresFeed, channel_name
 from ._queries import _APP_WIDTH, _TOKEN_WIDTH, _app, _Queries, _storable, _token, _utc
 from ._repositories import Cursor, _Cursors, _Unit
 from ._schema import Connection, _migrate
@@ -55,25 +56,63 @@ def _scrub(message: str, conninfo: str) -> str:
     return text
 
 
-def _split_schema(url: str) -> tuple[str, str | None]:
-    """``url`` without its ``schema`` query parameter (which libpq would refuse), and its value.
+#: appregistry's own URL parameters: libpq would refuse them, so they are taken out.
+_URL_OPTIONS: Final = frozenset({"schema", "prepare"})
+#: How the ``prepare`` parameter may be spelt: libpq's boolean spellings.
+_SWITCHES: Final = {
+    "on": True,
+    "true": True,
+    "yes": True,
+    "1": True,
+    "off": False,
+    "false": False,
+    "no": False,
+    "0": False,
+}
 
-    The other parameters are kept byte for byte.
 
-    >>> _split_schema("postgresql://db.example/apps?sslmode=require&schema=registry")
-    ('postgresql://db.example/apps?sslmode=require', 'registry')
+def _split_options(url: str) -> tuple[str, dict[str, str]]:
+    """``url`` without appregistry's own query parameters (`_URL_OPTIONS`), and their values.
+
+    libpq refuses parameters it does not know, so ours must go before it sees the URL. The
+    other parameters are kept byte for byte.
+
+    >>> _split_options("postgresql://db.example/apps?sslmode=require&schema=registry")
+    ('postgresql://db.example/apps?sslmode=require', {'schema': 'registry'})
+    >>> _split_options("postgresql://pooler.example/apps?prepare=off")
+    ('postgresql://pooler.example/apps', {'prepare': 'off'})
+
+    Raises:
+        ValueError: One of ours is given twice (which one was meant is anyone's guess).
     """
     base, mark, query = url.partition("?")
     if not mark:
-        return url, None
-    kept, schema = [], None
+        return url, {}
+    kept: list[str] = []
+    options: dict[str, str] = {}
     for part in query.split("&"):
         name, _, value = part.partition("=")
-        if urllib.parse.unquote(name) == "schema":
-            schema = urllib.parse.unquote(value)
-        else:
+        name = urllib.parse.unquote(name)
+        if name not in _URL_OPTIONS:
             kept.append(part)
-    return (f"{base}?{'&'.join(kept)}" if kept else base), schema
+        elif name in options:
+            raise ValueError(f"the URL gives {name}= twice")
+        else:
+            options[name] = urllib.parse.unquote(value)
+    return (f"{base}?{'&'.join(kept)}" if kept else base), options
+
+
+def _switch(name: str, value: str) -> bool:
+    """The boolean a URL parameter spells (``on``/``off`` and libpq's other spellings).
+
+    >>> _switch("prepare", "OFF")
+    False
+    """
+    found = _SWITCHES.get(value.strip().lower())
+    if found is None:
+        shown = value if len(value) <= 20 else value[:20] + "..."
+        raise ValueError(f"{name}= must be on or off (or true/false, yes/no, 1/0), not {shown!r}")
+    return found
 
 
 def _check_schema_name(schema: object) -> str | None:
@@ -100,7 +139,14 @@ class PostgresStorage:
     Args:
         pool: The connection pool. Opening the storage applies pending migrations through it.
         schema: A PostgreSQL schema to keep the tables in (created if missing); ``None``: the
-            connection's ``search_path`` decides (usually ``public``).
+            connection's ``search_path`` decides (usually ``public``). Every statement names
+            its tables with the schema: nothing depends on a session's ``search_path``.
+        prepare: ``False`` turns off server-side prepared statements: token checks are not
+            prepared, and the pool's connections get ``prepare_threshold = None`` (psycopg's
+            automatic preparation) as they are handed out. Needed behind a pooler in
+            transaction mode, such as PgBouncer, which moves transactions between server
+            connections: a statement prepared on one is missing on the next, or clashes with
+            another client's of the same name.
 
     Raises:
         StorageUnavailable: The server cannot be reached.
@@ -108,8 +154,9 @@ class PostgresStorage:
         ValueError: ``schema`` is not a valid schema name.
     """
 
-    def __init__(self, pool: Pool, *, schema: str | None = None) -> None:
+    def __init__(self, pool: Pool, *, schema: str | None = None, prepare: bool = True) -> None:
         self._pool = pool
+        self._prepare = bool(prepare)
         self._conninfo = pool.conninfo if isinstance(pool.conninfo, str) else ""
         self._place = _place(self._conninfo)
         self._schema: str | None = None
@@ -118,6 +165,9 @@ class PostgresStorage:
         # Cursors kept per connection (see token_context); for checks, and for transactions.
         self._check_cursors: dict[Connection, Cursor] = {}
         self._unit_cursors: dict[Connection, _Cursors] = {}
+        #: A direct connection string for the check cache's ``LISTEN`` connection, where the
+        #: pool goes through a pooler in transaction mode; ``None``: the pool's.
+        self.listen_conninfo: str | None = None
         self._shared_apps: dict[tuple[Any, ...], App] = {}
         # Pipeline mode needs libpq 14 or later; without it, each statement waits its turn.
         self._pipelined = psycopg.Pipeline.is_supported()
@@ -146,38 +196,61 @@ class PostgresStorage:
         url: str,
         *,
         schema: str | None = None,
+        prepare: bool | None = None,
         min_size: int = 1,
         max_size: int = 10,
         connect_timeout: float = 5,
         pool_timeout: float = 30,
+        listen_url: str | None = None,
     ) -> PostgresStorage:
         """Connect to the PostgreSQL server at ``url`` and open the registry there.
 
         Args:
             url: ``postgresql://user[:password]@host[:port]/dbname[?param=value...]``
                 (``postgres://`` too); any libpq parameter may follow, such as
-                ``sslmode=require``, and ``schema=NAME`` for the tables' schema.
+                ``sslmode=require``; and two of appregistry's own, which are taken out
+                before libpq sees the URL: ``schema=NAME`` for the tables' schema, and
+                ``prepare=off`` (default ``on``) to use no server-side prepared statements,
+                which a pooler in transaction mode (PgBouncer's ``pool_mode = transaction``)
+                needs: see docs/backends.md.
             schema: See the class; the tables' PostgreSQL schema. It may also come from
                 the URL; giving two different ones is an error.
+            prepare: See the class; ``None`` takes the URL's ``prepare`` (default on).
+                Giving one that contradicts the URL's is an error.
             min_size, max_size: How many connections the pool keeps, and at most opens.
             connect_timeout: Seconds to wait for a connection (libpq counts whole seconds,
                 at least 2).
             pool_timeout: Seconds an operation waits for a free connection before failing.
 
+            listen_url: A direct connection string for the one ``LISTEN`` connection of
+                a `appregistry.CheckCache`, where ``url`` goes through a pooler in
+                transaction mode; ``None``: ``url`` itself.
+
         Raises:
             StorageUnavailable: The server cannot be reached or refuses the login; the
                 message names the host and port, never the password.
             SchemaError: The schema is newer than this code, or is not appregistry's.
-            ValueError: A size, timeout or schema name is out of range.
+            ValueError: A size, timeout or schema name is out of range, or ``prepare=`` is
+                not on or off.
+
+        >>> PostgresStorage.from_url("postgresql://db.example/apps?prepare=maybe")
+        Traceback (most recent call last):
+        ...
+        ValueError: prepare= must be on or off (or true/false, yes/no, 1/0), not 'maybe'
         """
         scheme = url.split(":", 1)[0].lower()
         if scheme not in {"postgresql", "postgres"}:
             raise StorageUnavailable(f"not a PostgreSQL URL: {redact_url(url)!r}")
-        url, url_schema = _split_schema(url)
+        url, options = _split_options(url)
+        url_schema = options.get("schema")
         if url_schema is not None and schema is not None and url_schema != schema:
             raise ValueError(f"two schemas given: {url_schema!r} in the URL, {schema!r}")
         schema = schema if schema is not None else url_schema
         _check_schema_name(schema)
+        url_prepare = _switch("prepare", options["prepare"]) if "prepare" in options else None
+        if url_prepare is not None and prepare is not None and url_prepare != bool(prepare):
+            raise ValueError(f"prepare={prepare!r} contradicts the URL's prepare parameter")
+        prepare = bool(prepare if prepare is not None else (url_prepare is not False))
         if not 0 <= min_size <= max_size or max_size < 1:
             raise ValueError("need 0 <= min_size <= max_size and max_size >= 1")
         if connect_timeout <= 0 or pool_timeout <= 0:
@@ -192,16 +265,21 @@ class PostgresStorage:
             raise StorageUnavailable(
                 f"cannot connect to PostgreSQL at {place}: {_scrub(str(exc), url)}"
             ) from exc
+        connection: dict[str, Any] = {"autocommit": True, "connect_timeout": seconds}
+        if not prepare:
+            connection["prepare_threshold"] = None  # psycopg then prepares nothing at all
         pool: Pool = ConnectionPool(
             url,
-            kwargs={"autocommit": True, "connect_timeout": seconds},
+            kwargs=connection,
             min_size=min_size,
             max_size=max_size,
             open=False,
             timeout=pool_timeout,
             name=f"appregistry@{place}",
         )
-        return cls(pool, schema=schema)
+        storage = cls(pool, schema=schema, prepare=prepare)
+        storage.listen_conninfo = listen_url
+        return storage
 
     @property
     def schema(self) -> str | None:
@@ -235,6 +313,14 @@ class PostgresStorage:
         ):
             return StorageUnavailable(f"PostgreSQL at {self._place} is unavailable: {message}")
         code = f" [{state}]" if state else ""
+        if state in _LOST_PREPARED and self._prepare:
+            # A pooler cannot be told from a server (PgBouncer says nothing of itself), so the
+            # error says what to do when it comes: a duplicate or missing prepared statement
+            # means statements moved between server connections under the client.
+            message += (
+                "; the connection's prepared statements were lost or clash: behind a pooler "
+                "in transaction mode (PgBouncer), open the storage with prepare=off in the URL"
+            )
         return StorageError(f"PostgreSQL at {self._place} failed{code}: {message}")
 
     @contextmanager
@@ -245,6 +331,8 @@ class PostgresStorage:
             with self._pool.connection() as conn:
                 if not conn.autocommit:
                     conn.autocommit = True
+                if not self._prepare and conn.prepare_threshold is not None:
+                    conn.prepare_threshold = None  # a host's own pool (see the class)
                 yield conn
         except psycopg.Error as exc:
             raise self._failure(exc) from exc
@@ -305,7 +393,10 @@ class PostgresStorage:
             self._local.inside = False
 
     def token_context(self, digest: bytes, *older: bytes) -> TokenContext | None:
-        """See `appregistry.ports.Storage.token_context`: one prepared query, no transaction."""
+        """See `appregistry.ports.Storage.token_context`: one prepared query, no transaction.
+
+        Prepared unless the storage was opened with ``prepare=off`` (see the class).
+        """
         # The hot path: the pool is used without its context managers, and each connection
         # keeps a cursor for checks, which keeps its row loaders; a new cursor looks them up
         # again. Together that was a quarter of a check on top of the round trip.
@@ -318,12 +409,15 @@ class PostgresStorage:
                 if not conn.autocommit:
                     conn.autocommit = True
                 cursor = self._check_cursors.get(conn) or self._new_check_cursor(conn)
+                # prepare=False: never prepared, whatever the connection's threshold says.
                 if older:
                     cursor.execute(
-                        self._queries.token_context_any, ([digest, *older],), prepare=True
+                        self._queries.token_context_any,
+                        ([digest, *older],),
+                        prepare=self._prepare,
                     )
                 else:
-                    cursor.execute(self._queries.token_context, (digest,), prepare=True)
+                    cursor.execute(self._queries.token_context, (digest,), prepare=self._prepare)
                 row = cursor.fetchone()
             finally:
                 pool.putconn(conn)
@@ -378,6 +472,19 @@ class PostgresStorage:
             app = shared[row] = _app(row)
         return app
 
+    def change_feed(self) -> PostgresFeed:
+        """The storage's `appregistry.ports.ChangeFeed`: ``NOTIFY`` and ``LISTEN``.
+
+        The listening connection uses the pool's connection string: behind a pooler in
+        transaction mode, give the direct one as ``listen_conninfo`` (see `_feed`).
+        """
+        conninfo = self.listen_conninfo or self._conninfo
+        return PostgresFeed(conninfo, channel_name(self._schema), self._notify_now)
+
+    def _notify_now(self, channel: str, payload: str) -> None:
+        with self._connection() as conn:
+            conn.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+
     def close(self) -> None:
         """Close the pool; the storage cannot be used afterwards. Closing twice is harmless."""
         self._closed = True
@@ -392,3 +499,6 @@ class PostgresStorage:
 # (connection lost, no free connection in the pool) has no SQLSTATE at all.
 _UNAVAILABLE_CLASSES: Final = frozenset({"08", "53", "58"})
 _UNAVAILABLE_STATES: Final = frozenset({"57P01", "57P02", "57P03", "57P04", "57P05"})
+# duplicate_prepared_statement, invalid_sql_statement_name: the storage names no statements
+# of its own, so these come from psycopg's prepared statements gone astray (see _failure).
+_LOST_PREPARED: Final = frozenset({"42P05", "26000"})

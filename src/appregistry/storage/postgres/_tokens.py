@@ -1,4 +1,4 @@
-"""The PostgreSQL repositories of access tokens, authorization codes and refresh tokens."""
+"""The PostgreSQL repositories of access tokens, authorization codes, refresh tokens, settings."""
 
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ class _Tokens:
                 token.expires_at,
                 token.user_agent,
                 token.family_id,
+                token.approved_by,
+                token.last_used_at,
                 digest,
                 search_text(token.user_agent),
             ),
@@ -196,6 +198,7 @@ class _RefreshTokens:
                 token.issued_at,
                 token.expires_at,
                 token.rotated_at,
+                token.approved_by,
                 digest,
             ),
         )
@@ -239,3 +242,18 @@ class _RefreshTokens:
 
     def purge_expired(self, *, now: datetime, limit: int) -> int:
         return self._unit.count(self._q.refresh_purge, (now, limit))
+
+
+class _Settings:
+    def __init__(self, unit: _Unit) -> None:
+        self._unit = unit
+        self._q = unit.q
+
+    def get(self, name: str) -> bytes | None:
+        if not _storable(name):
+            return None
+        row = self._unit.one(self._q.setting_get, (name,))
+        return bytes(row[0]) if row is not None else None
+
+    def put(self, name: str, value: bytes) -> None:
+        self._unit.execute(self._q.setting_put, (name, bytes(value)))

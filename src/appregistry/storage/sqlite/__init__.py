@@ -3,11 +3,11 @@
 One file holds the registry. Many threads may share one `SQLiteStorage`; several processes may
 open the same file.
 
-- **Transactions** (S2): every `SQLiteStorage.transaction` starts with ``BEGIN IMMEDIATE``, so
+- **Transactions**: every `SQLiteStorage.transaction` starts with ``BEGIN IMMEDIATE``, so
   transactions take the database's write lock up front and run one after another: a disable
   and an issue racing can never both see the app enabled. The lock is waited for up to
   ``timeout`` seconds (SQLite's busy timeout).
-- **Token checks** (S3): `SQLiteStorage.token_context` is one ``SELECT`` joining the token to
+- **Token checks**: `SQLiteStorage.token_context` is one ``SELECT`` joining the token to
   its app, installation and permission, outside any transaction. The file is in WAL mode, so
   checks read the last committed state without waiting for writers. The app comes as one
   JSON text (``apps.record``), and the records built from it are shared between checks.
@@ -17,7 +17,7 @@ open the same file.
   last batch checkpoints.
 - **Connections**: a small pool (``pool_size``) of connections shared by the threads; foreign
   keys are on in every connection.
-- **Schema** (S4): versioned with ``PRAGMA user_version`` and marked as an appregistry
+- **Schema**: versioned with ``PRAGMA user_version`` and marked as an appregistry
   database with ``PRAGMA application_id``. Forward migrations are applied **when the storage
   is opened**, in one transaction. A file that is not an appregistry database (another
   SQLite database, or not SQLite at all) is refused with `appregistry.errors.SchemaError` and
@@ -26,11 +26,11 @@ open the same file.
   round-trip exactly and compare in SQL; they come back as aware UTC datetimes. Names are
   stored beside their case-folded form and their `appregistry.search_text`, so order and
   search agree with the other backends for any Unicode text.
-- **Secrets** (S6): only digests and ciphertext are stored. Tokens, authorization codes and
+- **Secrets**: only digests and ciphertext are stored. Tokens, authorization codes and
   refresh tokens are stored by digest.
 - **Integrity**: installations, tokens, codes and refresh tokens reference their app; removing
   an app removes them too (``ON DELETE CASCADE``), so a token can never outlive its app. The
-  keys of removed apps are kept in ``retired_keys`` (R13).
+  keys of removed apps are kept in ``retired_keys``.
 
 ``:memory:`` opens a private in-memory database, for tests and demos. It has one connection,
 so its operations run one at a time.

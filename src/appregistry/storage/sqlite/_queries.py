@@ -32,7 +32,8 @@ _APP_COLUMNS: Final = (
 )
 _APP_WIDTH: Final = 12
 _TOKEN_COLUMNS: Final = (
-    "token_id, app_key, account, grant_type, issued_at, expires_at, user_agent, family_id"
+    "token_id, app_key, account, grant_type, issued_at, expires_at, user_agent, family_id, "
+    "approved_by, last_used_at"
 )
 _SECRET_COLUMNS: Final = (
     "secret_digest, secret_ciphertext, previous_secret_digest, previous_secret_valid_until"
@@ -43,7 +44,8 @@ _CODE_COLUMNS: Final = (
     "code_challenge_method, redirect_url_given, used_at, family_id"
 )
 _REFRESH_COLUMNS: Final = (
-    "token_id, family_id, app_key, account, grant_type, issued_at, expires_at, rotated_at"
+    "token_id, family_id, app_key, account, grant_type, issued_at, expires_at, rotated_at, "
+    "approved_by"
 )
 
 
@@ -158,6 +160,8 @@ def _token(row: Sequence[Any]) -> AccessToken:
         expires_at=_from_db(row[5]),
         user_agent=row[6],
         family_id=row[7],
+        approved_by=row[8],
+        last_used_at=None if row[9] is None else _from_db(row[9]),
     )
 
 
@@ -187,6 +191,7 @@ def _refresh(row: Sequence[Any]) -> RefreshToken:
         issued_at=_from_db(row[5]),
         expires_at=_from_db(row[6]),
         rotated_at=None if row[7] is None else _from_db(row[7]),
+        approved_by=row[8],
     )
 
 

@@ -47,6 +47,7 @@ from ._queries import (
     _to_db,
     _token,
 )
+from ._settings import _Settings
 
 if TYPE_CHECKING:
     from ._storage import SQLiteStorage
@@ -358,7 +359,7 @@ class _Tokens:
     def add(self, token: AccessToken, digest: bytes) -> None:
         self._s.execute(
             f"INSERT INTO tokens ({_TOKEN_COLUMNS}, digest, search_text) "  # noqa: S608
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 token.token_id,
                 token.app_key,
@@ -368,6 +369,8 @@ class _Tokens:
                 _to_db(token.expires_at),
                 token.user_agent,
                 token.family_id,
+                token.approved_by,
+                None if token.last_used_at is None else _to_db(token.last_used_at),
                 digest,
                 search_text(token.user_agent),
             ),
@@ -523,7 +526,7 @@ class _RefreshTokens:
     def add(self, token: RefreshToken, digest: bytes) -> None:
         self._s.execute(
             f"INSERT INTO refresh_tokens ({_REFRESH_COLUMNS}, digest) "  # noqa: S608
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 token.token_id,
                 token.family_id,
@@ -533,6 +536,7 @@ class _RefreshTokens:
                 _to_db(token.issued_at),
                 _to_db(token.expires_at),
                 None if token.rotated_at is None else _to_db(token.rotated_at),
+                token.approved_by,
                 digest,
             ),
         )
@@ -574,9 +578,11 @@ class _Unit:
     """The repositories of one transaction (an `appregistry.ports.UnitOfWork`)."""
 
     def __init__(self, session: _Session) -> None:
+        self.session = session  # for the change feed (see _feed)
         self.apps = _Apps(session)
         self.permissions = _Permissions(session)
         self.installations = _Installations(session)
         self.tokens = _Tokens(session)
         self.codes = _Codes(session)
         self.refresh_tokens = _RefreshTokens(session)
+        self.settings = _Settings(session)

@@ -169,6 +169,20 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "ALTER TABLE codes ADD COLUMN used_at INTEGER",
         "ALTER TABLE codes ADD COLUMN family_id TEXT",
     ),
+    (
+        # Who approved a token for its account (issue_token's approved_by, or the
+        # authorization code's user), on the token and on its family's refresh tokens, so
+        # that a rotation passes it on; NULL for client credentials and for the tokens
+        # stored before. And when a token was last used, which nothing records yet.
+        "ALTER TABLE tokens ADD COLUMN approved_by TEXT",
+        "ALTER TABLE tokens ADD COLUMN last_used_at INTEGER",
+        "ALTER TABLE refresh_tokens ADD COLUMN approved_by TEXT",
+        # The changes that may refuse a token, for the check caches of other processes.
+        "CREATE TABLE change_log (seq INTEGER PRIMARY KEY AUTOINCREMENT, scopes TEXT NOT NULL)",
+        # The storage's own settings: the fingerprints of the pepper and of the secret
+        # encryption key its digests and ciphertexts were made with (ports.SettingsRepository).
+        "CREATE TABLE settings (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID",
+    ),
 )
 
 #: The schema version this code creates and understands.

@@ -15,6 +15,7 @@ from typing import Any, Final, Literal, NoReturn
 
 from ..._records import AccessToken, App, AppsPermission, Installation, TokenContext
 from ...errors import SchemaError, StorageError, StorageUnavailable
+from ._feed import MemoryDatabaseFeed, SQLiteFeed
 from ._queries import (
     _EPOCH,
     _GRANTS,
@@ -197,6 +198,7 @@ class SQLiteStorage:
         # token check asks, and an empty set answers fastest.
         self._in_transaction: set[int] = set()
         self._shared_apps: dict[str, App] = {}
+        self._memory_feed: MemoryDatabaseFeed | None = None
         self._pool = _Pool(self._connect, 1 if self._memory else pool_size, timeout, self._name)
         try:
             self._open_schema()
@@ -462,6 +464,8 @@ class SQLiteStorage:
             expires_at,
             user_agent,
             family_id,
+            approved_by,
+            last_used_at,
             record,
             installed_by,
             installed_at,
@@ -478,6 +482,8 @@ class SQLiteStorage:
             _EPOCH + expires_at * _MICROSECOND,
             user_agent,
             family_id,
+            approved_by,
+            None if last_used_at is None else _EPOCH + last_used_at * _MICROSECOND,
         )
         return TokenContext(
             token,
@@ -509,6 +515,14 @@ class SQLiteStorage:
             shared.clear()
         app = shared[record] = _app_of_record(record)
         return app
+
+    def change_feed(self) -> SQLiteFeed | MemoryDatabaseFeed:
+        """The storage's `appregistry.ports.ChangeFeed`: its change log (see `_feed`)."""
+        if self._memory:
+            if self._memory_feed is None:
+                self._memory_feed = MemoryDatabaseFeed()
+            return self._memory_feed
+        return SQLiteFeed(self._connect)
 
     def close(self) -> None:
         """Close the connections; using the storage afterwards raises `StorageError`.

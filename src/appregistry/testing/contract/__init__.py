@@ -1,4 +1,4 @@
-"""The storage contract suite (S5): every backend, ours or yours, passes these same tests.
+"""The storage contract suite: every backend, ours or yours, passes these same tests.
 
 The suite is a set of pytest test classes. To run it on a backend, subclass `StorageContract`
 in a test module and override one fixture, ``storage_factory``: a callable that returns a
@@ -43,8 +43,9 @@ authorization codes and refresh tokens included; (b) the Registry's rules end to
 storage, the OAuth grants and the all-or-nothing bulk removals included; (c) that a
 transaction which raises leaves nothing written; (d) that no plaintext secret, token or code
 ever reaches the ports; (e) that keys, peppers and secrets rotate without losing what they
-protect; and that racing operations serialize (a code is exchanged once, a refresh token
-rotated once).
+protect, and that a registry refuses a pepper or key that is not its storage's own
+(`appregistry.ports.SettingsRepository`); and that racing operations serialize (a code is
+exchanged once, a refresh token rotated once).
 
 This module needs pytest and Hypothesis (``pip install 'appregistry[testing]'``).
 """
@@ -62,6 +63,7 @@ from ._registry import VERIFIER as VERIFIER
 from ._registry import RegistryContract
 from ._secrets import NoPlaintextContract, RotationContract
 from ._selections import SelectionContract
+from ._settings import FingerprintContract, SettingsRepositoryContract
 from ._support import CODE_LIFETIME as CODE_LIFETIME
 from ._support import DAY as DAY
 from ._support import EVERYTHING as EVERYTHING
@@ -86,6 +88,7 @@ __all__ = [
     "AppRepositoryContract",
     "CodeRepositoryContract",
     "ConcurrencyContract",
+    "FingerprintContract",
     "InstallationRepositoryContract",
     "NoPlaintextContract",
     "PermissionRepositoryContract",
@@ -94,6 +97,7 @@ __all__ = [
     "RegistryContract",
     "RotationContract",
     "SelectionContract",
+    "SettingsRepositoryContract",
     "StorageContents",
     "StorageContract",
     "StorageFactory",
@@ -115,6 +119,7 @@ class StorageContract(
     TokenRepositoryContract,
     CodeRepositoryContract,
     RefreshTokenRepositoryContract,
+    SettingsRepositoryContract,
     TokenContextContract,
     TransactionContract,
     PersistenceContract,
@@ -122,6 +127,7 @@ class StorageContract(
     SelectionContract,
     NoPlaintextContract,
     RotationContract,
+    FingerprintContract,
     ConcurrencyContract,
 ):
     """The whole contract: subclass it and override ``storage_factory`` (see the module docs)."""

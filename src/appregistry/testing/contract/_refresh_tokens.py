@@ -37,7 +37,7 @@ class RefreshTokenRepositoryContract(StorageFixtures):
     """
 
     def test_refresh_token_round_trips_exactly(self, storage: Storage) -> None:
-        """Every field comes back equal, ``rotated_at`` and the grant included."""
+        """Every field comes back equal, ``rotated_at``, the grant and the approver included."""
         app = _add_app(storage)
         offset = timezone(timedelta(hours=3))
         rotated = make_refresh(
@@ -46,7 +46,7 @@ class RefreshTokenRepositoryContract(StorageFixtures):
             rotated_at=T0 + HOUR,
             grant=Grant.CLIENT_CREDENTIALS,
         )
-        fresh = make_refresh(app.key, "beta", family_id="other")
+        fresh = make_refresh(app.key, "beta", family_id="other", approved_by="bøb")
         digests = [_add_refresh(storage, t) for t in (rotated, fresh)]
         assert [rotated, fresh] == [_get_refresh(storage, d) for d in digests]
         stored = _get_refresh(storage, digests[0])

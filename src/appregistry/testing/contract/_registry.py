@@ -382,16 +382,22 @@ class RegistryContract(StorageFixtures):
         ]
         issued = _exchange(registry, new, code, user_agent="curl/8")
         assert Reason.ALLOWED == registry.check_token(issued.token).reason
-        assert (Grant.AUTHORIZATION_CODE, "acme", "curl/8") == (
+        assert (Grant.AUTHORIZATION_CODE, "acme", "curl/8", "alice") == (
             issued.record.grant,
             issued.record.account,
             issued.record.user_agent,
+            issued.record.approved_by,
         )
         assert [issued.record] == list(registry.list_tokens(new.app.key, "acme").items)
         assert issued.refresh_token is not None
 
         rotated = registry.refresh(new.app.key, issued.refresh_token)
         assert issued.record.family_id == rotated.record.family_id
+        # The rotation's token carries the approver the code had, as stored and as checked.
+        assert ["alice"] * 2 == [
+            rotated.record.approved_by,
+            getattr(registry.check_token(rotated.token).token, "approved_by", None),
+        ]
         assert [Reason.ALLOWED] * 2 == [
             registry.check_token(t.token).reason for t in (issued, rotated)
         ]

@@ -70,6 +70,7 @@ class _RecordingUnit:
         self.tokens: Any = _RecordingRepository(unit.tokens, received)
         self.codes: Any = _RecordingRepository(unit.codes, received)
         self.refresh_tokens: Any = _RecordingRepository(unit.refresh_tokens, received)
+        self.settings: Any = _RecordingRepository(unit.settings, received)
 
 
 class _RecordingStorage:

@@ -88,6 +88,8 @@ def make_token(
     user_agent: str | None = None,
     grant: Grant = Grant.AUTHORIZATION_CODE,
     family_id: str | None = None,
+    approved_by: str | None = None,
+    last_used_at: datetime | None = None,
 ) -> AccessToken:
     """A token record; it expires an hour after ``issued_at`` unless told otherwise."""
     return AccessToken(
@@ -99,6 +101,8 @@ def make_token(
         expires_at=expires_at if expires_at is not None else issued_at + HOUR,
         user_agent=user_agent,
         family_id=family_id,
+        approved_by=approved_by,
+        last_used_at=last_used_at,
     )
 
 
@@ -133,6 +137,7 @@ def make_refresh(
     expires_at: datetime | None = None,
     rotated_at: datetime | None = None,
     grant: Grant = Grant.AUTHORIZATION_CODE,
+    approved_by: str | None = None,
 ) -> RefreshToken:
     """A refresh token record; it expires thirty days after ``issued_at`` by default."""
     return RefreshToken(
@@ -144,6 +149,7 @@ def make_refresh(
         issued_at=issued_at,
         expires_at=expires_at if expires_at is not None else issued_at + 30 * DAY,
         rotated_at=rotated_at,
+        approved_by=approved_by,
     )
 
 

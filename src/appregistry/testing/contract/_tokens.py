@@ -78,6 +78,31 @@ class TokenRepositoryContract(StorageFixtures):
             grant: context.token for grant, context in contexts.items() if context is not None
         }
 
+    def test_approver_and_last_use_round_trip_everywhere(self, storage: Storage) -> None:
+        """``approved_by`` and ``last_used_at`` come back from get, lists and token_context.
+
+        ``None`` stays ``None``; a time in another zone comes back as the same instant.
+        """
+        app = _add_app(storage)
+        offset = timezone(timedelta(hours=9, minutes=30))
+        used = datetime(2015, 4, 20, 19, 30, 1, 123457, tzinfo=offset)
+        approved = make_token(app.key, approved_by="ålice@acme", last_used_at=used)
+        bare = make_token(app.key, grant=Grant.CLIENT_CREDENTIALS, expires_at=T0 + 2 * HOUR)
+        digests = [_add_token(storage, token) for token in (approved, bare)]
+        with storage.transaction() as tx:
+            got = [tx.tokens.get(t.token_id) for t in (approved, bare)]
+            by_digest = [tx.tokens.get_by_digest(d) for d in digests]
+            listed = list(tx.tokens.list(app.key, "acme", EVERYTHING, now=T0).items)
+            listed_all = list(tx.tokens.list(app.key, None, EVERYTHING, now=T0).items)
+        contexts = [storage.token_context(d) for d in digests]
+        expected = [approved, bare]
+        assert expected == got
+        assert expected == by_digest
+        assert expected == listed
+        assert expected == listed_all
+        assert expected == [getattr(c, "token", None) for c in contexts]
+        assert [used, None] == [getattr(t, "last_used_at", None) for t in got]
+
     def test_missing_token_is_none(self, storage: Storage) -> None:
         """``get`` of an unknown id returns ``None``."""
         with storage.transaction() as tx:
