@@ -68,6 +68,13 @@ class PostgresFeed:
 
     def subscribe(self, deliver: Callable[[Collection[Scope] | None], None]) -> _Listener:
         """Start a listening thread; see `appregistry.ports.ChangeFeed.subscribe`."""
+        if not self._conninfo:
+            # A pool made from a callable has no connection string to listen with; libpq's
+            # defaults might reach another server, whose silence would look like no changes.
+            raise ValueError(
+                "the check cache needs a connection string to LISTEN with: set the storage's "
+                "listen_conninfo (or from_url's listen_url)"
+            )
         return _Listener(self._conninfo, self._channel, deliver, self._notify_now)
 
 
