@@ -27,7 +27,7 @@ from typing import Any
 from appregistry import CheckCache, Registry
 
 from ._backends import Backend
-from ._harness import Row, Sizes, rates
+from ._harness import Row, Sizes, each, rates
 from ._world import PEPPER, World
 
 CACHED_TARGETS = {"sqlite": 3.0, "postgres": 10.0}
@@ -72,7 +72,7 @@ def cache_rows(bench: Backend, world: World, sizes: Sizes) -> list[Row]:
         for token in valid:
             if not cached.check_token(token).allowed:
                 raise AssertionError(f"{bench.name}: the cache refused a valid sample token")
-        ours = _each(cached.check_token)
+        ours = each(cached.check_token)
         raw = bench.raw_batch(bench.raw_check())
         found = rates({"ours": ours, "raw": raw}, valid, sizes=sizes)
         rows = [
@@ -104,14 +104,6 @@ def add_memory_floor(rows: list[Row]) -> None:
             row.extra["vs_memory_target"] = VS_MEMORY_TARGET
 
 
-def _each(fn: Callable[[Any], object]) -> Callable[[Sequence[Any]], None]:
-    def run(batch: Sequence[Any]) -> None:
-        for item in batch:
-            fn(item)
-
-    return run
-
-
 # -- the mixed row ------------------------------------------------------------------------------
 
 
@@ -131,7 +123,7 @@ def _mixed_row(  # noqa: PLR0917 - one private call site
     try:
         if parent.recv() != "ready":
             raise AssertionError("the churning process failed to start")
-        found = rates({"ours": _each(cached.check_token), "raw": raw}, valid, sizes=sizes)
+        found = rates({"ours": each(cached.check_token), "raw": raw}, valid, sizes=sizes)
         parent.send("stop")
         issued, toggles, seconds = parent.recv()
     finally:

@@ -287,3 +287,13 @@ def _jsonable(value: object) -> object:
     if hasattr(value, "__dataclass_fields__"):
         return asdict(value)  # type: ignore[call-overload]
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def each(fn: Callable[[Any], object]) -> Callable[[Sequence[Any]], None]:
+    """A batch runner that calls ``fn`` once per item, with nothing else in the loop."""
+
+    def run(batch: Sequence[Any]) -> None:
+        for item in batch:
+            fn(item)
+
+    return run

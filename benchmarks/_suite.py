@@ -23,7 +23,7 @@ from appregistry import Page
 from ._asgi import asgi_row
 from ._backends import Backend, MemoryBackend, Pair
 from ._cache import cache_rows
-from ._harness import Row, Sizes, no_gc, once, rates
+from ._harness import Row, Sizes, each, no_gc, once, rates
 from ._world import LIST_ACCOUNT, USER_AGENT, Tokens, World
 
 #: The issue's targets for each kind of row, per backend where they differ.
@@ -36,16 +36,6 @@ PURGE_TARGET = 0.5
 
 def _log(message: str) -> None:
     print(f"  {message}", file=sys.stderr, flush=True)
-
-
-def _each(fn: Callable[[Any], object]) -> Callable[[Sequence[Any]], None]:
-    """A batch runner that calls ``fn`` once per item, with nothing else in the loop."""
-
-    def run(batch: Sequence[Any]) -> None:
-        for item in batch:
-            fn(item)
-
-    return run
 
 
 def _verify_checks(bench: Backend, valid: Sequence[str], unknown: Sequence[str]) -> None:
@@ -113,7 +103,7 @@ def _check_rows(bench: Backend, world: World, sizes: Sizes) -> list[Row]:
     """``check_valid`` and ``check_unknown`` at the small size."""
     valid = world.samples(world.small)
     _verify_checks(bench, valid, world.unknown)
-    fns = {"ours": _each(bench.registry.check_token), "raw": bench.raw_batch(bench.raw_check())}
+    fns = {"ours": each(bench.registry.check_token), "raw": bench.raw_batch(bench.raw_check())}
     target = CHECK_TARGETS[bench.name]
     rows = []
     for kind, tokens in (("valid", valid), ("unknown", world.unknown)):
@@ -133,7 +123,7 @@ def _issue_row(bench: Backend, world: World, sizes: Sizes) -> Row:
         )
 
     found = rates(
-        {"ours": _each(issue), "raw": bench.raw_batch(bench.raw_issue)},
+        {"ours": each(issue), "raw": bench.raw_batch(bench.raw_issue)},
         world.installations,
         sizes=sizes,
         seconds=sizes.issue_seconds,
@@ -146,7 +136,7 @@ def _scale_row(bench: Backend, world: World, sizes: Sizes, *, small_rate: float)
     """``check_valid_..._1m``: ours at the large size over ours at the small one."""
     valid = world.samples(world.large)
     _verify_checks(bench, valid, world.unknown)
-    fns = {"ours": _each(bench.registry.check_token), "raw": bench.raw_batch(bench.raw_check())}
+    fns = {"ours": each(bench.registry.check_token), "raw": bench.raw_batch(bench.raw_check())}
     found = rates(fns, valid, sizes=sizes)
     return Row(
         f"check_valid_{bench.name}_1m",
