@@ -1,7 +1,8 @@
 """The rows of one backend, in the order their data sets build on each other.
 
 1. 10,000 live tokens: ``check_valid``, ``check_unknown`` (and ``check_asgi`` on memory,
-   see ``_asgi.py``), then ``issue``.
+   see ``_asgi.py``; the check cache's rows, ``_cache.py``), ``check_last_use``
+   (``_last_use.py``), then ``issue``.
 2. Grown to 1,000,000 live tokens (100,000 of them on one app and account):
    ``check_valid_..._1m`` (ours at a million over ours at 10,000), ``list_page``; then
    100,000 apps of one owner, each installed on one account: ``list_apps_page``,
@@ -24,6 +25,7 @@ from ._asgi import asgi_row
 from ._backends import Backend, MemoryBackend, Pair
 from ._cache import cache_rows
 from ._harness import Row, Sizes, each, no_gc, once, rates
+from ._last_use import last_use_row
 from ._world import LIST_ACCOUNT, USER_AGENT, Tokens, World
 
 #: The issue's targets for each kind of row, per backend where they differ.
@@ -65,6 +67,7 @@ def run_backend(bench: Backend, world: World, sizes: Sizes) -> tuple[list[Row], 
     if bench.name == "memory":
         rows.append(asgi_row(bench, world.samples(world.small), sizes))
     rows += cache_rows(bench, world, sizes)
+    rows.append(last_use_row(bench, world, sizes, check_rate=rows[0].ours_per_s))
     rows.append(_issue_row(bench, world, sizes))
     _log(f"{bench.name}: checks and issues done; loading {len(world.large.rows):,} more tokens")
     before = bench.storage_bytes()
@@ -256,7 +259,8 @@ def _purge_row(bench: Backend, world: World, sizes: Sizes) -> Row:
         return run
 
     _load(bench, world.expired)
-    ours = once(counted(bench.registry.purge_expired_tokens))
+    # Flat out (no rest between batches): this row is the batches' cost, not their pace.
+    ours = once(counted(lambda: bench.registry.purge_expired_tokens(rest=0).total))
     bench.after_purge()
     if bench.reload_for_raw_purge:
         _load(bench, world.expired)

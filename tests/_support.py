@@ -18,9 +18,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import pytest
 
-from appregistry import Denied, RegisteredApp, Registry, ValidationError
+from appregistry import Denied, RegisteredApp, Registry, TokenCheck, ValidationError
 
 if TYPE_CHECKING:
     from wsgiref.types import WSGIApplication
@@ -46,6 +47,16 @@ SEED_SECRET = "jaZK33AmjGFEUXOtcJhyc9h7hlv4Oo8N"
 def register(registry: Registry, owner: str = "acme", **changes: Any) -> RegisteredApp:
     """A new app of ``owner``: `APP_FIELDS` with ``changes``."""
     return registry.register_app(owner, **{**APP_FIELDS, **changes})
+
+
+def seen_check(check: TokenCheck) -> object:
+    """A check's answer without the token's last use: what a snapshot of the state compares.
+
+    A check records the use it allows (`appregistry.LastUse`), so a snapshot that checks
+    tokens writes their last use itself; the answer is otherwise the registry's to give.
+    """
+    token = check.token
+    return (check.decision, None if token is None else attrs.evolve(token, last_used_at=None))
 
 
 def denial(call: Callable[[], object]) -> str:

@@ -919,7 +919,7 @@ class TestPurge:
         recorder.clear()
 
         # Expired: 3 + 2 codes (2 of them used); 2 access and 2 refresh tokens.
-        assert 9 == registry.purge_expired_tokens(batch_size=2)
+        assert 9 == registry.purge_expired_tokens(batch_size=2).total
 
         assert [
             {"count": 2, "codes": 2, "refresh_tokens": 2},
@@ -939,7 +939,7 @@ class TestPurge:
         clock.advance(TEN_MINUTES)
 
         assert [2, 2, 1, 0] == [
-            registry.purge_expired_tokens(batch_size=2, max_batches=1) for _ in range(4)
+            registry.purge_expired_tokens(batch_size=2, max_batches=1).total for _ in range(4)
         ]
 
 

@@ -251,7 +251,8 @@ class TestTokens:
 
     def test_purge(self, cli: RunCLI) -> None:
         result = cli("--json", "tokens", "purge")
-        assert (0, {"purged": 0}) == (result.returncode, _json(result))
+        data = _json(result)
+        assert (0, 0, False) == (result.returncode, data["purged"], data["dry_run"])
 
 
 class TestBadInput:

@@ -57,7 +57,7 @@ class TestTimes:
 
         table = run(registry, "tokens", "list", key, "org-1").text
 
-        assert "Apr 20, 2015 10:56:40 UTC  libwww-perl 5.833" in table
+        assert re.search(r"Apr 20, 2015 10:56:40 UTC  never +libwww-perl 5\.833", table)
 
     def test_the_installed_apps_list_shows_date_time_and_zone(self, registry: Registry) -> None:
         installed_app(registry)
@@ -80,6 +80,40 @@ class TestTokenList:
         assert lines[0].rstrip().endswith("User Agent  Approved by")
         assert lines[1].rstrip().endswith("approver-7")
         assert ["approver-7"] == [item["approved_by"] for item in listed["items"]]
+
+
+class TestLastUsed:
+    """The token list shows each token's last use beside its expiry, and sorts by it."""
+
+    def test_the_last_used_column_and_order(self, registry: Registry) -> None:
+        key, secret = installed_app(registry)
+        used, _ = (
+            registry.issue_token(key, secret, account="org-1", approved_by="alice")
+            for _ in range(2)
+        )
+        checked = run(registry, "--json", "tokens", "check", used.token).data
+        assert registry.check_token(used.token).allowed
+
+        lines = run(registry, "tokens", "list", key, "org-1", "--order", "last_used").text
+        listed = run(registry, "--json", "tokens", "list", key, "org-1", "--order", "last_used")
+
+        header, first, second, *_ = lines.splitlines()
+        assert re.search(r"Expires +Last used +User Agent", header)
+        assert first.startswith(used.record.token_id)
+        assert "Apr 20, 2015 10:56:40 UTC  Apr 20, 2015 09:56:40 UTC" in first
+        assert re.search(r"UTC  never +alice", second)
+        assert [T0, None] == [
+            item["last_used_at"] and datetime.fromisoformat(item["last_used_at"])
+            for item in listed.data["items"]
+        ]
+        assert None is checked["last_used_at"]  # as stored before that check
+
+    def test_an_unknown_order_is_refused_with_the_choices(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        with pytest.raises(SystemExit):
+            main(["tokens", "list", "K", "--order", "newest"])
+        assert "'expires', 'last_used'" in capsys.readouterr().err
 
 
 class TestErrors:

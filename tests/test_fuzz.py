@@ -42,6 +42,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import appregistry.errors
+from _support import seen_check
 from appregistry import (
     AppNotFound,
     Denied,
@@ -267,13 +268,16 @@ class World:
     def snapshot(self) -> list[object]:
         """Everything a caller can see, and on SQL backends every row of every table."""
         r = self.registry
-        seen: list[object] = [r.list_apps(per_page=1000)]
+        # The checks come first: the uses they record (last use) are written before the lists
+        # and rows below are read, so a second snapshot at the same time sees the same rows;
+        # each answer is taken without the last use that the snapshot itself writes.
+        seen: list[object] = [seen_check(r.check_token(token)) for token in self.tokens]
+        seen.append(r.list_apps(per_page=1000))
         for key in self.keys:
             seen += [_or_error(r.get_app, key), _or_error(r.reveal_secret, key)]
         for account in self.accounts:
             seen += [r.get_permission(account), r.list_installations(account, per_page=1000)]
             seen += [_or_error(r.list_tokens, key, account, per_page=1000) for key in self.keys]
-        seen += [r.check_token(token) for token in self.tokens]
         seen.append(self.dump())
         return seen
 

@@ -162,7 +162,7 @@ def test_purge_reports_progress_per_batch() -> None:
         batches.append(purged)
         metrics.purge_progress(purged)
 
-    assert 7 == registry.purge_expired_tokens(batch_size=3, progress=progress)
+    assert 7 == registry.purge_expired_tokens(batch_size=3, progress=progress).total
     assert [3, 3, 1] == batches
     assert 7 == value(metrics, "appregistry_purged_tokens_total")
     assert 3 == value(metrics, "appregistry_purge_batches_total")

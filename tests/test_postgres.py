@@ -952,7 +952,7 @@ class TestSeveralServers:
         purged: list[int] = []
 
         def purge(registry: Registry) -> None:
-            purged.append(registry.purge_expired_tokens(batch_size=7))
+            purged.append(registry.purge_expired_tokens(batch_size=7).total)
 
         threads = [threading.Thread(target=purge, args=(r,)) for r in registries * 2]
         for thread in threads:
@@ -960,7 +960,7 @@ class TestSeveralServers:
         for thread in threads:
             thread.join()
         assert 60 == sum(purged)
-        assert 0 == registries[1].purge_expired_tokens()
+        assert 0 == registries[1].purge_expired_tokens().total
 
 
 # -- races (S2) ------------------------------------------------------------------------------

@@ -1180,7 +1180,7 @@ class TestR22Purge:
         instrumented.calls.clear()
         recorder.clear()
 
-        assert 7 == flaky_registry.purge_expired_tokens(batch_size=3)
+        assert 7 == flaky_registry.purge_expired_tokens(batch_size=3).total
 
         purges = [
             (c[2]["limit"], c[3]) for c in instrumented.calls if c[0] == "tokens.purge_expired"
@@ -1193,9 +1193,9 @@ class TestR22Purge:
     def test_max_batches(self, registry: Registry, clock: ManualClock) -> None:
         self.make_tokens(registry, clock, expired=7, live=1)
 
-        assert 3 == registry.purge_expired_tokens(batch_size=3, max_batches=1)
-        assert 4 == registry.purge_expired_tokens(batch_size=10)
-        assert 0 == registry.purge_expired_tokens()
+        assert 3 == registry.purge_expired_tokens(batch_size=3, max_batches=1).total
+        assert 4 == registry.purge_expired_tokens(batch_size=10).total
+        assert 0 == registry.purge_expired_tokens().total
 
     def test_nothing_to_purge_emits_nothing(
         self, registry: Registry, clock: ManualClock, recorder: EventRecorder
@@ -1203,7 +1203,7 @@ class TestR22Purge:
         self.make_tokens(registry, clock, expired=0, live=2)
         recorder.clear()
 
-        assert 0 == registry.purge_expired_tokens()
+        assert 0 == registry.purge_expired_tokens().total
         assert [] == recorder.events
 
     @pytest.mark.parametrize(("batch_size", "max_batches"), [(0, None), (1, 0)])

@@ -775,9 +775,9 @@ class TestPurgeSettings:
         storage = self._storage_with_expired_tokens(open_sqlite, 7)
         before = self.settings(storage)
         registry = Registry(storage=storage, clock=ManualClock(T0 + timedelta(hours=1)))
-        assert 2 == registry.purge_expired_tokens(batch_size=2, max_batches=1)
+        assert 2 == registry.purge_expired_tokens(batch_size=2, max_batches=1).total
         assert before == self.settings(storage)
-        assert 5 == registry.purge_expired_tokens(batch_size=2)
+        assert 5 == registry.purge_expired_tokens(batch_size=2).total
         assert before == self.settings(storage)
 
     def test_settings_are_restored_after_a_rollback(self, open_sqlite: Any) -> None:

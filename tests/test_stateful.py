@@ -455,7 +455,7 @@ class RegistryMachine(RuleBasedStateMachine):
     def purge(self, batch_size: int) -> None:
         now = self.now()
         expected = self.model.drop_tokens(lambda t: now < t.expires_at)
-        assert expected == self.registry.purge_expired_tokens(batch_size=batch_size)
+        assert expected == self.registry.purge_expired_tokens(batch_size=batch_size).total
 
     # -- what the checks and lists show ---------------------------------------------------------
 

@@ -39,7 +39,16 @@ from ._records import (
     StoredSecret,
     TokenContext,
 )
-from ._registry import UNSET, CheckCache, Clock, Listener, Registry, TokenCheck
+from ._registry import (
+    UNSET,
+    CheckCache,
+    Clock,
+    LastUse,
+    Listener,
+    PurgeCounts,
+    Registry,
+    TokenCheck,
+)
 from ._validation import display_url, search_text
 from .errors import (
     AppNotFound,
@@ -87,11 +96,13 @@ __all__ = [
     "InvalidGrant",
     "IssuedCode",
     "IssuedToken",
+    "LastUse",
     "LimitExceeded",
     "Listener",
     "NotFound",
     "Page",
     "Policy",
+    "PurgeCounts",
     "Reason",
     "RefreshToken",
     "RegisteredApp",

@@ -167,7 +167,7 @@ class Metrics:
         )
         self._purged = prom.Counter(
             "purged_tokens",
-            "Expired access tokens, codes and refresh tokens deleted by purges.",
+            "Expired rows deleted by purges: access tokens, codes, refresh tokens, grace secrets.",
             (),
             namespace=namespace,
             registry=self.registry,
@@ -231,7 +231,7 @@ class Metrics:
         >>> from appregistry.storage.memory import MemoryStorage
         >>> metrics = Metrics()
         >>> Registry(storage=MemoryStorage()).purge_expired_tokens(progress=metrics.purge_progress)
-        0
+        PurgeCounts(tokens=0, refresh_tokens=0, codes=0, grace_secrets=0)
         >>> metrics.registry.get_sample_value("appregistry_purge_batches_total")
         1.0
         """

@@ -17,10 +17,11 @@ Rules every backend follows (the contract suite in `appregistry.testing.contract
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+import enum
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime
-from typing import Protocol, TypeAlias
+from datetime import UTC, datetime
+from typing import Final, Protocol, TypeAlias
 
 import attrs
 
@@ -40,6 +41,7 @@ from ._records import (
 )
 
 __all__ = [
+    "NEVER_USED",
     "AppRepository",
     "ChangeFeed",
     "ChangeSubscription",
@@ -52,6 +54,7 @@ __all__ = [
     "Scope",
     "SettingsRepository",
     "Storage",
+    "TokenOrder",
     "TokenRepository",
     "UnitOfWork",
 ]
@@ -60,6 +63,20 @@ __all__ = [
 #: An entry's place in a list: the values the list is ordered by, in that order (each
 #: list says which). Texts are compared by code point, as Python compares ``str``.
 Position: TypeAlias = tuple[str | datetime, ...]
+
+
+class TokenOrder(enum.StrEnum):
+    """The orders a list of access tokens comes in (see `TokenRepository`)."""
+
+    #: Soonest expiry first, then ``token_id``.
+    EXPIRES = "expires"
+    #: Most recently used first, never-used tokens last, then ``token_id``.
+    LAST_USED = "last_used"
+
+
+#: Where a never-used token stands in `TokenOrder.LAST_USED`: as if last used at the
+#: earliest time a datetime holds, 0001-01-01 UTC, after every token that was used.
+NEVER_USED: Final = datetime(1, 1, 1, tzinfo=UTC)
 
 
 @attrs.frozen
@@ -143,6 +160,21 @@ class AppRepository(Protocol):
         Only keys greater than ``after`` (all keys when ``None``), so a caller walks every
         app in bounded batches. The rows read are locked like a ``get_secret``'s until the
         transaction ends, so no other transaction changes them meanwhile.
+        """
+        ...
+
+    def count_expired_grace(self, *, now: datetime) -> int:
+        """How many apps keep a previous secret whose grace deadline is at or before ``now``."""
+        ...
+
+    def purge_expired_grace(self, *, now: datetime, limit: int) -> int:
+        """Forget at most ``limit`` previous secrets whose deadline is at or before ``now``.
+
+        Returns how many apps changed. The previous secret's digest and deadline become
+        empty, as a `set_secret` without a previous digest leaves them; nothing else of the
+        app changes. A previous secret past its deadline authenticates nothing already
+        (`StoredSecret.previous_valid`), so this only frees its columns. A SQL backend chooses
+        the apps from an index on the deadline, never by reading every app.
         """
         ...
 
@@ -233,6 +265,12 @@ class TokenRepository(Protocol):
     is ``(expires_at, token_id)``. Every account's list of an app is ordered by account
     first: position ``(account, expires_at, token_id)``. Search matches the folded user
     agent.
+
+    In `TokenOrder.LAST_USED`, ``last_used_at`` (`NEVER_USED` when ``None``) comes first
+    instead of ``expires_at``, *descending*, and ``token_id`` still ascending: position
+    ``(last_used_at or NEVER_USED, token_id)``, or ``(account, last_used_at or NEVER_USED,
+    token_id)``. "After" a position then means later in that order: used less recently, or
+    as recently with a greater ``token_id``.
     """
 
     def add(self, token: AccessToken, digest: bytes) -> None:
@@ -268,13 +306,38 @@ class TokenRepository(Protocol):
         ...
 
     def list(
-        self, app_key: str, account: str | None, query: ListQuery, *, now: datetime
+        self,
+        app_key: str,
+        account: str | None,
+        query: ListQuery,
+        *,
+        now: datetime,
+        order: TokenOrder = TokenOrder.EXPIRES,
     ) -> Page[AccessToken]:
         """A page of the app's tokens unexpired at ``now``: on ``account``, or on every one."""
         ...
 
+    def record_uses(self, uses: Mapping[str, datetime]) -> None:
+        """Set each token's ``last_used_at`` to its time in ``uses`` (token id -> time).
+
+        A time never moves ``last_used_at`` backwards: a token last used later keeps its
+        time. Unknown ids (removed or purged tokens) are skipped. The Registry calls it with
+        batches of up to a few thousand tokens, in a transaction of their own; a SQL backend
+        writes them in one statement, or one prepared statement run for each, and takes no
+        lock beyond the rows it updates. It may skip a token whose row another transaction
+        holds rather than wait for it (PostgreSQL does): a last use is a hint, not a record.
+        """
+        ...
+
     def purge_expired(self, *, now: datetime, limit: int) -> int:
         """Remove at most ``limit`` tokens expired at ``now``; return how many went."""
+        ...
+
+    def count_expired(self, *, now: datetime) -> int:
+        """How many tokens are expired at ``now``: what ``purge_expired`` would take, in all.
+
+        Counted from the expiry index, without reading the live tokens.
+        """
         ...
 
 
@@ -313,6 +376,10 @@ class CodeRepository(Protocol):
         """Remove at most ``limit`` codes expired at ``now``, used or not; return how many."""
         ...
 
+    def count_expired(self, *, now: datetime) -> int:
+        """How many codes, used or not, are expired at ``now``."""
+        ...
+
 
 class RefreshTokenRepository(Protocol):
     """Refresh tokens, stored by digest, in grant families."""
@@ -343,6 +410,10 @@ class RefreshTokenRepository(Protocol):
 
     def purge_expired(self, *, now: datetime, limit: int) -> int:
         """Remove at most ``limit`` refresh tokens expired at ``now``; return how many went."""
+        ...
+
+    def count_expired(self, *, now: datetime) -> int:
+        """How many refresh tokens are expired at ``now``."""
         ...
 
 

@@ -147,6 +147,30 @@ class TestTokens:
         assert "Approved by" in shown
         assert "approver-7" in shown
 
+    def test_last_used_beside_expires_and_sorted_by_it(self, web: Web) -> None:
+        """Each token's last use, "never" when unused; the header link lists by it, kept
+        across pages."""
+        registered = installed(web)
+        used = token(web, registered, "used-agent")
+        token(web, registered, "unused-agent")
+        assert web.registry.check_token(used.token).allowed
+        web.sign_in(ALICE)
+        path = f"/installed/{registered.app.key}/tokens"
+        by_expiry = web.get(path)
+        by_use = web.get(f"{path}?order=last_used&per_page=1")
+        shown = text(by_use)
+        assert "Last used" in text(by_expiry)
+        assert "never" in text(by_expiry)
+        assert web.url(f"{path}?per_page=10&order=last_used") in links(by_expiry)
+        assert "used-agent" in shown
+        assert "unused-agent" not in shown  # the unused one comes last, on page 2
+        assert "Apr 20, 2015 09:56:40 UTC" in shown  # the check's time, as Expires shows times
+        (after,) = [link for link in links(by_use) if "after=" in link]
+        assert "order=last_used" in after
+        second = text(web.get(after.removeprefix(web.url(""))))
+        assert "unused-agent" in second
+        assert "never" in second
+
     def test_remove_selected(self, web: Web) -> None:
         registered = installed(web)
         first, second = token(web, registered), token(web, registered)

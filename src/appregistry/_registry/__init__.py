@@ -20,12 +20,24 @@ from ._base import _FailureCounter as _FailureCounter
 from ._base import system_clock as system_clock
 from ._cache import CheckCache
 from ._grants import _Grants
+from ._last_use import LastUse
+from ._purge import DEFAULT_PURGE_REST as DEFAULT_PURGE_REST
+from ._purge import PurgeCounts, _Purge
 from ._tokens import _Tokens
 
-__all__ = ["UNSET", "CheckCache", "Clock", "Listener", "Registry", "TokenCheck"]
+__all__ = [
+    "UNSET",
+    "CheckCache",
+    "Clock",
+    "LastUse",
+    "Listener",
+    "PurgeCounts",
+    "Registry",
+    "TokenCheck",
+]
 
 
-class Registry(_Apps, _Accounts, _Tokens, _Grants):
+class Registry(_Apps, _Accounts, _Tokens, _Grants, _Purge):
     """The one composition root: apps, installations, access tokens and their policy.
 
     Share one Registry between the threads of a process: it is safe to, since every operation
@@ -63,6 +75,9 @@ class Registry(_Apps, _Accounts, _Tokens, _Grants):
         check_cache: A `CheckCache` to answer repeated checks of a token from process
             memory, within a bound it documents; ``None`` (the default) reads storage on
             every check. The storage must have a change feed (every built-in backend does).
+        last_use: A `LastUse`: how each access token's ``last_used_at`` is recorded from
+            the allowed checks (at most once a minute per token, in batches); ``None`` turns
+            it off.
 
     >>> from appregistry.storage.memory import MemoryStorage
     >>> registry = Registry(storage=MemoryStorage())

@@ -21,6 +21,7 @@ from ..errors import AppNotFound, InstallationNotFound
 from ..ports import ListQuery, Storage, UnitOfWork
 from ._cache import CheckCache, attach
 from ._fingerprints import check_fingerprints
+from ._last_use import LastUse, _Recorder, recorder
 
 logger = logging.getLogger("appregistry")
 
@@ -163,10 +164,13 @@ class _RegistryBase:
         default=(), alias="listeners", kw_only=True, converter=tuple
     )
     _check_cache: CheckCache | None = attrs.field(default=None, alias="check_cache", kw_only=True)
+    _last_use_options: LastUse | None = attrs.field(factory=LastUse, alias="last_use", kw_only=True)
     _credentials: cred.Credentials = attrs.field(init=False, repr=False)
     # Whether token checks look under older peppers too; with one pepper they cost nothing.
     _rotating_peppers: bool = attrs.field(init=False, repr=False)
     _failures: _FailureCounter = attrs.field(init=False, repr=False)
+    # Records allowed checks' uses (see _last_use); None when last use is off.
+    _last_use: _Recorder | None = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if self._token_lifetime <= timedelta(0):
@@ -186,6 +190,7 @@ class _RegistryBase:
         check_fingerprints(self._storage, self._credentials)
         # From here on, every transaction publishes what may refuse a token (see _cache).
         self._storage = attach(self._storage, self._check_cache)
+        self._last_use = recorder(self._storage, self._last_use_options)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -230,7 +235,9 @@ class _RegistryBase:
         return installation
 
     def close(self) -> None:
-        """Close the storage (and stop following its changes, with a check cache)."""
+        """Write the pending last uses of tokens, then close the storage (and its feed)."""
+        if self._last_use is not None:
+            self._last_use.flush()
         self._storage.close()
 
     def sync_check_cache(self, timeout: float = 5.0) -> bool:

@@ -21,9 +21,9 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final, TypeAlias, cast
 
 import attrs
@@ -301,7 +301,9 @@ class _RecordingUnit:
     """A unit of work whose writes that may refuse a token add their scopes to ``scopes``.
 
     Writes that cannot refuse one (a new app or token, a code, a refresh token, a purge of
-    expired rows: expiry is judged at each check) pass through unrecorded.
+    expired rows: expiry is judged at each check; a previous secret cleared past its grace
+    deadline: no token check reads it, and client authentication is never cached; the last
+    uses of tokens) pass through unrecorded.
     """
 
     def __init__(self, tx: UnitOfWork, scopes: set[Scope]) -> None:
@@ -382,3 +384,8 @@ class _Tokens(_Recording):
     def add(self, token: AccessToken, digest: bytes) -> None:
         # Not a refusing change; spelled out because every issue comes through here.
         self._inner.add(token, digest)
+
+    def record_uses(self, uses: Mapping[str, datetime]) -> None:
+        # Not a refusing change either (no scope, so nothing is published): a last use
+        # refuses nothing, and the caches' stale copies of it are harmless (see _last_use).
+        self._inner.record_uses(uses)

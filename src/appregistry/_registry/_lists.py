@@ -41,6 +41,8 @@ class ListKind(enum.Enum):
     APP_INSTALLATIONS = ("app_installations", (str,))
     TOKENS = ("tokens", (datetime, str))
     ALL_TOKENS = ("all_tokens", (str, datetime, str))
+    TOKENS_BY_USE = ("tokens_by_use", (datetime, str))
+    ALL_TOKENS_BY_USE = ("all_tokens_by_use", (str, datetime, str))
 
     @property
     def tag(self) -> str:

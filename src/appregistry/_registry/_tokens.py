@@ -8,23 +8,22 @@ from datetime import datetime
 from typing import Final, cast
 
 from .. import _credentials as cred
-from .._policy import AccessRequest, Action, Decision, Reason
+from .._policy import _ALLOWED, AccessRequest, Action, Decision, Reason
 from .._records import AccessToken, AppContext, Event, EventKind, Grant, IssuedToken, Page
 from .._validation import MAX_ACCOUNT_LENGTH, MAX_USER_AGENT_LENGTH, Problems
 from ..errors import Denied, FieldProblem, TokenNotFound, ValidationError
+from ..ports import NEVER_USED, Position, TokenOrder
 from ._base import (
-    _DEFAULT_PURGE_BATCH,
     _MAX_PRESENTED_TOKEN,
-    _MAX_PURGE_BATCH,
     _NAIVE_CLOCK,
     MAX_TOKEN_IDS_PER_REMOVAL,
     TokenCheck,
     _is_id,
     _is_text,
-    _nonzero,
     _RegistryBase,
     _remove_grants,
 )
+from ._last_use import NOT_TRACKED
 from ._lists import ListKind, list_query, with_cursors
 
 
@@ -190,7 +189,21 @@ class _Tokens(_RegistryBase):
         if now.tzinfo is None:
             raise ValueError(_NAIVE_CLOCK)
         decision = self._policy._evaluate_token(context, now)
-        if not decision.allowed and self._check_cache is not None:
+        # The built-in rules' fast path allows with this very object: no property to call.
+        if decision is _ALLOWED or decision.allowed:
+            record = context.token
+            uses = self._last_use
+            if uses is not None:
+                # Two comparisons, unless this token's use or the batch is due (see _last_use).
+                # A subscript of an exact dict costs least; a miss is the rare path anyway.
+                try:
+                    due = uses.due[record.token_id]
+                except KeyError:
+                    due = NOT_TRACKED
+                if now >= due or now >= uses.flush_at:
+                    uses.use(record, now)
+            return _token_check((decision, record))
+        if self._check_cache is not None:
             # A refusal judged from the cache is judged again from storage: the cache may
             # only ever be late to refuse, never give another reason (an expired token that
             # was since purged is unknown). Refusals are rare; allowed checks pay nothing.
@@ -213,6 +226,7 @@ class _Tokens(_RegistryBase):
         per_page: int = 10,
         after: str | None = None,
         before: str | None = None,
+        order: str = "expires",
     ) -> Page[AccessToken]:
         """A page of the app's live tokens on the account, soonest expiry first.
 
@@ -220,9 +234,14 @@ class _Tokens(_RegistryBase):
         then as for one account: the provider's view of an app. ``search`` matches the user
         agent, case-insensitively. Paging and cursors work as in `list_apps`.
 
+        ``order="last_used"`` (`appregistry.ports.TokenOrder`) lists the most recently used
+        first instead, never-used tokens last, ties by token id. Each token's
+        ``last_used_at`` is as `LastUse` records it (this process's pending uses are written
+        before any list is read). A cursor belongs to its order.
+
         Raises:
             AppNotFound: No app has ``key``.
-            ValidationError: Bad account, paging, search text or cursor.
+            ValidationError: Bad account, paging, search text, cursor or order.
 
         >>> from appregistry import Registry
         >>> from appregistry.storage.memory import MemoryStorage
@@ -242,7 +261,14 @@ class _Tokens(_RegistryBase):
         problems = Problems()
         if account is not None:
             account = problems.identifier("account", account)
-        kind = ListKind.ALL_TOKENS if account is None else ListKind.TOKENS
+        by_use = order == TokenOrder.LAST_USED
+        if not by_use and order != TokenOrder.EXPIRES:
+            choices = ", ".join(repr(str(o)) for o in TokenOrder)
+            problems.add("order", "invalid", f"order must be one of {choices}")
+        if by_use:
+            kind = ListKind.ALL_TOKENS_BY_USE if account is None else ListKind.TOKENS_BY_USE
+        else:
+            kind = ListKind.ALL_TOKENS if account is None else ListKind.TOKENS
         query = list_query(
             problems,
             kind,
@@ -252,10 +278,17 @@ class _Tokens(_RegistryBase):
             after=after,
             before=before,
         )
+        if self._last_use is not None:
+            self._last_use.flush()
         now = self._now()
+        sort = TokenOrder.LAST_USED if by_use else TokenOrder.EXPIRES
         with self._transaction() as (tx, _):
             self._app(tx, key)
-            found = tx.tokens.list(key, account, query, now=now)
+            found = tx.tokens.list(key, account, query, now=now, order=sort)
+        if by_use:
+            return with_cursors(
+                kind, found, _use_position if account is not None else _account_use_position
+            )
         if account is None:
             return with_cursors(kind, found, lambda t: (t.account, t.expires_at, t.token_id))
         return with_cursors(kind, found, lambda t: (t.expires_at, t.token_id))
@@ -337,51 +370,6 @@ class _Tokens(_RegistryBase):
                 )
         return removed
 
-    def purge_expired_tokens(
-        self,
-        *,
-        batch_size: int = _DEFAULT_PURGE_BATCH,
-        max_batches: int | None = None,
-        progress: Callable[[int], None] | None = None,
-    ) -> int:
-        """Delete expired tokens in bounded batches, one short transaction each.
-
-        Expired authorization codes and refresh tokens are deleted alongside, in batches of
-        the same size.
-
-        Args:
-            batch_size: Most tokens (and most codes, and most refresh tokens) deleted per
-                transaction; at most 100 000 (a larger size is cut to that).
-            max_batches: Stop after this many batches (``None``: until none are left).
-            progress: Called after each batch commits with how many rows it deleted, for
-                a progress bar or `appregistry.metrics.Metrics.purge_progress`. An
-                exception from it stops the purge; the batches already committed stay.
-
-        Returns:
-            How many access tokens, codes and refresh tokens were deleted, together.
-        """
-        if batch_size < 1 or (max_batches is not None and max_batches < 1):
-            raise ValueError("batch_size and max_batches must be at least 1")
-        batch_size = min(batch_size, _MAX_PURGE_BATCH)
-        now = self._now()
-        total = 0
-        batches = 0
-        while max_batches is None or batches < max_batches:
-            with self._transaction() as (tx, events):
-                deleted = tx.tokens.purge_expired(now=now, limit=batch_size)
-                codes = tx.codes.purge_expired(now=now, limit=batch_size)
-                refresh = tx.refresh_tokens.purge_expired(now=now, limit=batch_size)
-                if deleted or codes or refresh:
-                    details = {"count": deleted, **_nonzero(codes=codes, refresh_tokens=refresh)}
-                    events.append(Event(EventKind.TOKENS_PURGED, now, details=details))
-            total += deleted + codes + refresh
-            batches += 1
-            if progress is not None:
-                progress(deleted + codes + refresh)
-            if max(deleted, codes, refresh) < batch_size:
-                break
-        return total
-
 
 # Builds a TokenCheck from a (decision, token) pair in C: the named tuple's own __new__ is a
 # Python function, and every token check makes one.
@@ -391,6 +379,14 @@ _token_check: Final[Callable[[tuple[Decision, AccessToken]], TokenCheck]] = func
 _UNKNOWN_TOKEN: Final = TokenCheck(Decision(Reason.TOKEN_UNKNOWN, "the token is not known"))
 # The one answer to a caller whose key and secret do not authenticate (R25).
 _BAD_CREDENTIALS: Final = Decision(Reason.BAD_CREDENTIALS, "the key or secret is wrong")
+
+
+def _use_position(token: AccessToken) -> Position:
+    return (token.last_used_at or NEVER_USED, token.token_id)
+
+
+def _account_use_position(token: AccessToken) -> Position:
+    return (token.account, token.last_used_at or NEVER_USED, token.token_id)
 
 
 def _group_ids(tokens: Sequence[AccessToken]) -> dict[tuple[str, str], list[str]]:

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import TextIO
 
 from .._open import open_registry
-from .._registry import Registry
+from .._registry import DEFAULT_PURGE_REST, Registry
 from .._validation import MAX_PER_PAGE
 from ..errors import (
     AppRegistryError,
@@ -59,6 +59,9 @@ def _positive(value: str) -> int:
     return number
 
 
+#: The longest rest between purge batches, in multiples of a batch's time.
+_MAX_REST = 100.0
+
 _DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
@@ -72,6 +75,21 @@ def _duration(value: str) -> timedelta:
     if not number.isdigit() or unit not in _DURATION_UNITS or int(number) < 1:
         raise argparse.ArgumentTypeError("must be a whole number and a unit: s, m, h, d or w")
     return timedelta(**{_DURATION_UNITS[unit]: int(number)})
+
+
+def _rest(value: str) -> float:
+    """A pause between purge batches, as a multiple of the batch's time: 0 or more.
+
+    >>> _rest("0.5")
+    0.5
+    """
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 <= number <= _MAX_REST:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to {_MAX_REST}")
+    return number
 
 
 def _instant(value: str) -> datetime:
@@ -352,6 +370,12 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declarativ
         "key",
     )
     p.add_argument("account", nargs="?", metavar="ACCOUNT")
+    p.add_argument(
+        "--order",
+        choices=["expires", "last_used"],
+        default="expires",
+        help="soonest expiry first (the default), or most recently used first",
+    )
     paging(p)
     p = leaf(
         tokens,
@@ -368,8 +392,35 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declarativ
         "appregistry tokens check - < token.txt",
     )
     p.add_argument("token", metavar="TOKEN", help="the access token ('-' reads stdin)")
-    p = leaf(tokens, "purge", "Delete expired tokens.", "appregistry tokens purge")
-    p.add_argument("--batch-size", type=_positive, default=10_000, metavar="N")
+    p = leaf(
+        tokens,
+        "purge",
+        "Delete expired access tokens, refresh tokens and codes, and previous secrets whose "
+        "grace has ended, in short batches.",
+        "appregistry tokens purge --retention 30d",
+    )
+    p.add_argument(
+        "--batch-size", type=_positive, default=10_000, metavar="N", help="rows of each kind"
+    )
+    p.add_argument(
+        "--retention",
+        type=_duration,
+        metavar="DURATION",
+        help="keep rows expired less than this long ago, for audit: 30d, 12h, 2w",
+    )
+    p.add_argument("--dry-run", action="store_true", help="count what would go; delete nothing")
+    p.add_argument(
+        "--rest",
+        type=_rest,
+        default=DEFAULT_PURGE_REST,
+        metavar="R",
+        help="after each batch, wait R times as long as it took (0: flat out)",
+    )
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        help="a progress bar on standard error (default: on a terminal only)",
+    )
 
     # demo ---------------------------------------------------------------------------------
     leaf(

@@ -8,15 +8,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import attrs
 
 from .._records import ImportedCredentials
-from .._registry import UNSET, Registry
+from .._registry import UNSET, PurgeCounts, Registry
 from ..errors import AppRegistryError, StorageError, ValidationError
-from . import _render
+from . import _progress, _render
 
 __all__ = ["COMMANDS", "Outcome", "UsageError"]
 
@@ -296,8 +296,8 @@ def tokens_issue(registry: Registry, args: argparse.Namespace) -> Outcome:
 
 
 def tokens_list(registry: Registry, args: argparse.Namespace) -> Outcome:
-    """The live tokens of an app on an account, or on every account: Expires, User Agent."""
-    page = registry.list_tokens(args.key, args.account, **_paging(args))
+    """The live tokens of an app on an account, or on every account: Expires, Last used..."""
+    page = registry.list_tokens(args.key, args.account, order=args.order, **_paging(args))
     table = _render.tokens_table(page, accounts=args.account is None)
     return Outcome(table, _render.page_json(page))
 
@@ -326,6 +326,8 @@ def tokens_check(registry: Registry, args: argparse.Namespace) -> Outcome:
             "key": check.token.app_key,
             "account": check.token.account,
             "expires_at": check.token.expires_at.isoformat(),
+            # As stored before this check (see appregistry.LastUse), or None.
+            "last_used_at": _render.jsonable(check.token.last_used_at),
         }
     text = f"denied: {check.reason}"
     if check.allowed and check.token is not None:
@@ -334,9 +336,44 @@ def tokens_check(registry: Registry, args: argparse.Namespace) -> Outcome:
 
 
 def tokens_purge(registry: Registry, args: argparse.Namespace) -> Outcome:
-    """Delete expired tokens, in bounded batches."""
-    purged = registry.purge_expired_tokens(batch_size=args.batch_size)
-    return Outcome(f"{purged} expired token(s) purged", {"purged": purged})
+    """Delete expired rows in bounded batches, or count them (``--dry-run``).
+
+    The one handler that reports while it works: a progress bar on standard error when it
+    is a terminal (or ``--progress``), after counting what there is to do.
+    """
+    retention = args.retention or timedelta(0)
+    counted = registry.count_expired(retention=retention)
+    if args.dry_run:
+        data = {**counted.as_dict(), "dry_run": True}
+        return Outcome(f"would purge {_purge_text(counted)}", data)
+    options: dict[str, Any] = {
+        "retention": retention,
+        "batch_size": args.batch_size,
+        "rest": args.rest,
+    }
+    if counted.total and _progress.wanted(args.progress, sys.stderr):
+        with _progress.purge_bar(counted.total, sys.stderr) as progress:
+            purged = registry.purge_expired_tokens(**options, progress=progress)
+    else:
+        purged = registry.purge_expired_tokens(**options)
+    data = {"purged": purged.total, **purged.as_dict(), "dry_run": False}
+    return Outcome(f"purged {_purge_text(purged)}", data)
+
+
+def _purge_text(counts: PurgeCounts) -> str:
+    """``counts`` in words, for people.
+
+    >>> _purge_text(PurgeCounts(tokens=2, codes=1, grace_secrets=1))
+    '4 rows: 2 access tokens, 0 refresh tokens, 1 code, 1 ended grace secret'
+    """
+    parts = [
+        (counts.tokens, "access token"),
+        (counts.refresh_tokens, "refresh token"),
+        (counts.codes, "code"),
+        (counts.grace_secrets, "ended grace secret"),
+    ]
+    kinds = ", ".join(f"{n} {name}{'' if n == 1 else 's'}" for n, name in parts)
+    return f"{counts.total} row{'' if counts.total == 1 else 's'}: {kinds}"
 
 
 class UsageError(Exception):

@@ -182,10 +182,11 @@ def permissions_table(page: Page[AppsPermission]) -> str:
 
 
 def tokens_table(page: Page[AccessToken], *, accounts: bool = False) -> str:
-    """The "Active Access Tokens" window: Token ID, Expires, User Agent, Approved by.
+    """The "Active Access Tokens" window: Token ID, Expires, Last used, User Agent, Approved by.
 
-    "Approved by" is the user who approved the token for its account; empty for client
-    credentials and for tokens issued before it was recorded.
+    "Last used" is the token's last allowed check, to the minute (see `appregistry.LastUse`),
+    or "never". "Approved by" is the user who approved the token for its account; empty for
+    client credentials and for tokens issued before it was recorded.
 
     With ``accounts``, each token's account too, first: the tokens of every account.
     """
@@ -194,6 +195,7 @@ def tokens_table(page: Page[AccessToken], *, accounts: bool = False) -> str:
             *([token.account] if accounts else []),
             token.token_id,
             _datetime(token.expires_at),
+            _datetime(token.last_used_at) if token.last_used_at else "never",
             token.user_agent or "",
             token.approved_by or "",
         ]
@@ -203,6 +205,7 @@ def tokens_table(page: Page[AccessToken], *, accounts: bool = False) -> str:
         *(["Account"] if accounts else []),
         "Token ID",
         "Expires",
+        "Last used",
         "User Agent",
         "Approved by",
     ]

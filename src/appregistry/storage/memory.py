@@ -4,7 +4,7 @@ It honours the same contract as the SQL backends: one lock serializes transactio
 checks (so nobody sees another transaction half done), and every change is journaled so a
 transaction that raises is undone completely.
 
-It stays one module of about 750 lines on purpose: it is the reference a third-party backend is
+It stays one module of about 800 lines on purpose: it is the reference a third-party backend is
 read against, port by port, beside `appregistry.testing.contract`, and its repositories share
 one lock and one undo journal that a split would have to pass between modules.
 
@@ -22,10 +22,10 @@ import heapq
 import itertools
 import math
 import threading
-from collections.abc import Callable, Collection, Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
-from datetime import datetime
-from typing import Any, Final, TypeVar
+from datetime import UTC, datetime
+from typing import Any, Final, TypeVar, cast
 
 import attrs
 
@@ -45,7 +45,7 @@ from .._records import (
 )
 from .._validation import search_text
 from ..errors import StorageError
-from ..ports import ListQuery, Position
+from ..ports import NEVER_USED, ListQuery, Position, TokenOrder
 from ._changes import InProcessFeed
 
 __all__ = ["MemoryStorage"]
@@ -213,6 +213,25 @@ def _account_token_order(token: AccessToken) -> tuple[str, datetime, str]:
     return (token.account, token.expires_at, token.token_id)
 
 
+# TokenOrder.LAST_USED sorts on time before _LATEST: ascending, as bisect needs, for a list
+# whose times descend. Positions are turned the same way (`_by_use`).
+_LATEST: Final = datetime.max.replace(tzinfo=UTC)
+
+
+def _use_order(token: AccessToken) -> Position:
+    return cast(Position, (_LATEST - (token.last_used_at or NEVER_USED), token.token_id))
+
+
+def _account_use_order(token: AccessToken) -> Position:
+    return (token.account, *_use_order(token))
+
+
+def _by_use(position: Position | None) -> Position | None:
+    if position is None:
+        return None
+    return cast(Position, tuple(_LATEST - v if isinstance(v, datetime) else v for v in position))
+
+
 class _Unit:
     """One transaction's view: every write goes through the journal."""
 
@@ -357,6 +376,24 @@ class _Apps:
         secrets = self._data.secrets
         keys = heapq.nsmallest(limit, (k for k in secrets if after is None or k > after))
         return [(key, secrets[key]) for key in keys]
+
+    def count_expired_grace(self, *, now: datetime) -> int:
+        return sum(1 for _ in self._expired_grace(now))
+
+    def purge_expired_grace(self, *, now: datetime, limit: int) -> int:
+        secrets = self._data.secrets
+        keys = list(itertools.islice(self._expired_grace(now), limit))
+        for key in keys:
+            cleared = attrs.evolve(secrets[key], previous_digest=None, previous_valid_until=None)
+            self._journal.set(secrets, key, cleared)
+        return len(keys)
+
+    def _expired_grace(self, now: datetime) -> Iterator[str]:
+        # Apps are few, so every secret is looked at; the SQL backends use an index.
+        for key, secret in self._data.secrets.items():
+            until = secret.previous_valid_until
+            if until is not None and until <= now:
+                yield key
 
     def remove(self, key: str) -> None:
         app = self._journal.delete(self._data.apps, key)
@@ -524,7 +561,13 @@ class _Tokens:
         return sum(1 for _ in self._live(app_key, account, now))
 
     def list(
-        self, app_key: str, account: str | None, query: ListQuery, *, now: datetime
+        self,
+        app_key: str,
+        account: str | None,
+        query: ListQuery,
+        *,
+        now: datetime,
+        order: TokenOrder = TokenOrder.EXPIRES,
     ) -> Page[AccessToken]:
         position: Callable[[AccessToken], Position] = _token_order
         if account is None:
@@ -532,6 +575,9 @@ class _Tokens:
             position = _account_token_order
         else:
             accounts = [account]
+        if order == TokenOrder.LAST_USED:
+            position = _use_order if account is not None else _account_use_order
+            query = attrs.evolve(query, after=_by_use(query.after), before=_by_use(query.before))
         found = sorted(
             (
                 token
@@ -542,6 +588,16 @@ class _Tokens:
             key=position,
         )
         return _page(found, query, position)
+
+    def record_uses(self, uses: Mapping[str, datetime]) -> None:
+        data, journal = self._data, self._journal
+        for token_id, at in uses.items():
+            token = data.tokens.get(token_id)
+            if token is None or (token.last_used_at is not None and token.last_used_at >= at):
+                continue
+            used = attrs.evolve(token, last_used_at=at)
+            journal.set(data.tokens, token_id, used)
+            journal.set(data.by_digest, data.digests[token_id], used)
 
     def purge_expired(self, *, now: datetime, limit: int) -> int:
         # Only the seconds that have begun are looked in, soonest first: the cost grows with
@@ -570,6 +626,9 @@ class _Tokens:
                 some.extend(itertools.islice(expired, room))
         unit = self._unit
         return unit.drop_tokens(whole, whole_seconds=whole_seconds) + unit.drop_tokens(some)
+
+    def count_expired(self, *, now: datetime) -> int:
+        return _count_expired(self._data.by_expiry, self._data.tokens, now)
 
 
 class _Codes:
@@ -611,6 +670,9 @@ class _Codes:
 
     def purge_expired(self, *, now: datetime, limit: int) -> int:
         return self._remove_where(lambda c: c.is_expired(now), limit)
+
+    def count_expired(self, *, now: datetime) -> int:
+        return sum(1 for code in self._data.codes.values() if code.is_expired(now))
 
 
 class _RefreshTokens:
@@ -670,6 +732,25 @@ class _RefreshTokens:
             if len(doomed) >= limit:
                 break
         return sum(self._unit.drop_refresh(token_id) for token_id in doomed)
+
+    def count_expired(self, *, now: datetime) -> int:
+        return _count_expired(self._data.refresh_by_expiry, self._data.refresh, now)
+
+
+def _count_expired(
+    by_expiry: Mapping[int, Mapping[str, None]],
+    records: Mapping[str, AccessToken] | Mapping[str, RefreshToken],
+    now: datetime,
+) -> int:
+    """How many of ``records`` are expired at ``now``, from their index by second of expiry."""
+    cutoff = now.timestamp()
+    count = 0
+    for second, bucket in by_expiry.items():
+        if second + 1 <= cutoff:
+            count += len(bucket)  # a second that has wholly passed
+        elif second <= cutoff:
+            count += sum(1 for token_id in bucket if records[token_id].is_expired(now))
+    return count
 
 
 class _Settings:

@@ -133,10 +133,16 @@ def installed_remove(site: Site, ctx: Ctx) -> Response:
 
 
 def tokens(site: Site, ctx: Ctx) -> Response:
-    """The live tokens of an app on this account: Expires, User Agent; search; remove."""
+    """The live tokens of an app on this account: Expires, Last used, User Agent; search; remove.
+
+    ``?order=last_used`` lists the most recently used first (a link in the column's header);
+    anything else, the soonest expiry first.
+    """
     found = on_account(site, ctx, ctx.request.path_params["key"])
+    order = "last_used" if ctx.request.query_params.get("order") == "last_used" else "expires"
     listing, problems = site.list_page(
-        ctx, functools.partial(site.registry.list_tokens, found.app.key, ctx.user.account)
+        ctx,
+        functools.partial(site.registry.list_tokens, found.app.key, ctx.user.account, order=order),
     )
     return site.render(
         ctx,
@@ -146,6 +152,7 @@ def tokens(site: Site, ctx: Ctx) -> Response:
             "listing": listing,
             "search": ctx.listing()[0] or "",
             "problems": problems,
+            "order": order,
         },
         status=400 if problems else 200,
     )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 import itertools
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final, LiteralString
 
 import attrs
@@ -27,6 +27,13 @@ from psycopg import sql
 from ...ports import ListQuery
 
 Render = Callable[..., bytes]
+
+# How long before the end of time a token was last used: an interval, exact to the
+# microsecond (intervals compare by their whole span), that ascends as the time descends.
+_RECENCY: Final = (
+    "timestamptz '9999-12-31 00:00:00+00' - coalesce(last_used_at, '0001-01-01 00:00:00+00')"
+)
+_LATEST: Final = datetime(9999, 12, 31, tzinfo=UTC)
 
 
 class Mode(enum.Enum):
@@ -146,7 +153,43 @@ _LISTS: Final[Mapping[str, _List]] = {
         shown="{p_token_cols}",
         order=("account", "expires_at", "token_id"),
     ),
+    # The same by last use (TokenOrder.LAST_USED): the first order column ascends as the time
+    # descends, so that row comparisons work as everywhere else; positions are turned into
+    # it by `recency`. No index serves it: one app's tokens on one account are few, and an
+    # index on a column that changes this often would cost every write (no HOT updates).
+    "tokens_by_use": _List(
+        source="{tokens}",
+        conditions=(
+            ("app_key = %(app_key)s", None),
+            ("account = %(account)s", None),
+            ("expires_at > %(now)s", None),
+            ("strpos(search_text, %(search)s) > 0", "search"),
+        ),
+        columns="{token_cols}",
+        shown="{p_token_cols}",
+        order=(_RECENCY, "token_id"),
+    ),
+    "all_tokens_by_use": _List(
+        source="{tokens}",
+        conditions=(
+            ("app_key = %(app_key)s", None),
+            ("expires_at > %(now)s", None),
+            ("strpos(search_text, %(search)s) > 0", "search"),
+        ),
+        columns="{token_cols}",
+        shown="{p_token_cols}",
+        order=("account", _RECENCY, "token_id"),
+    ),
 }
+
+
+def recency(when: datetime) -> timedelta:
+    """The value of a last use (or `appregistry.ports.NEVER_USED`) in the lists by use.
+
+    >>> recency(datetime(9999, 12, 30, 23, 59, 59, tzinfo=UTC))
+    datetime.timedelta(seconds=1)
+    """
+    return _LATEST - when
 
 
 class ListQueries:

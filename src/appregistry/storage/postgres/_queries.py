@@ -22,6 +22,7 @@ from ..._records import (
 from ..._validation import search_text
 from ...ports import ListQuery
 from ._lists import ListQueries
+from ._purge import PurgeQueries
 from ._schema import _TABLES, Connection
 
 Row = Sequence[Any]
@@ -462,8 +463,23 @@ class _Queries:
                    SELECT ctid FROM {tokens} WHERE expires_at <= %s
                    LIMIT %s FOR UPDATE SKIP LOCKED))"""
         )
+        # A batch of last uses, in one statement. It locks token rows only, in no set order,
+        # so it skips those another transaction holds (a removal, which takes the app's row
+        # first, or another process's batch): waiting could close a circle with a removal,
+        # and a use skipped is only a little less recent. Never moves a time backwards.
+        self.token_record_uses = r(
+            """UPDATE {tokens} AS t SET last_used_at = v.at
+               FROM (SELECT s.token_id, u.at FROM {tokens} AS s
+                     JOIN unnest(%s::text[], %s::timestamptz[]) AS u (id, at)
+                       ON s.token_id = u.id
+                     WHERE s.last_used_at IS NULL OR s.last_used_at < u.at
+                     FOR NO KEY UPDATE OF s SKIP LOCKED) AS v
+               WHERE t.token_id = v.token_id"""
+        )
 
         self._grant_queries()
+        # Counts of expired rows, and the purge of ended grace secrets (see _purge).
+        self.purge = PurgeQueries(r, self._counted)
 
     def _grant_queries(self) -> None:
         r = self._render

@@ -293,6 +293,13 @@ class _Apps:
         self._unit.locked_apps.update(row[0] for row in rows)
         return [(row[0], _stored_secret(row[1:])) for row in rows]
 
+    def count_expired_grace(self, *, now: datetime) -> int:
+        return self._unit.count(self._q.purge.grace_count, (now,))
+
+    def purge_expired_grace(self, *, now: datetime, limit: int) -> int:
+        self._secrets.clear()  # those read before may be among the ones cleared
+        return self._unit.count(self._q.purge.grace_purge, (now, limit))
+
     def remove(self, key: str) -> None:
         if _storable(key):
             self._secrets.pop(key, None)

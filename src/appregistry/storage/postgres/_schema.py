@@ -139,6 +139,12 @@ _MIGRATIONS: Final[tuple[LiteralString, ...]] = (
     -- key its digests and ciphertexts were made with (ports.SettingsRepository).
     CREATE TABLE {settings} (name text COLLATE "C" PRIMARY KEY, value bytea NOT NULL);
     """,
+    """
+    -- A purge finds the apps whose previous secret's grace has ended from this index, which
+    -- holds only the apps that keep a previous secret.
+    CREATE INDEX IF NOT EXISTS appregistry_apps_by_grace_deadline
+        ON {apps} (previous_secret_valid_until) WHERE previous_secret_valid_until IS NOT NULL;
+    """,
 )
 
 #: The schema version this code creates and understands.

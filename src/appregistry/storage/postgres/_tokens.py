@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -10,8 +10,8 @@ import attrs
 
 from ..._records import AccessToken, AuthorizationCode, Page, RefreshToken
 from ..._validation import search_text
-from ...ports import ListQuery
-from ._lists import list_params
+from ...ports import ListQuery, TokenOrder
+from ._lists import list_params, recency
 from ._queries import _code, _list_params, _page, _refresh, _storable, _token
 
 if TYPE_CHECKING:
@@ -95,11 +95,27 @@ class _Tokens:
         return int(row[0]) if row is not None else 0
 
     def list(
-        self, app_key: str, account: str | None, query: ListQuery, *, now: datetime
+        self,
+        app_key: str,
+        account: str | None,
+        query: ListQuery,
+        *,
+        now: datetime,
+        order: TokenOrder = TokenOrder.EXPIRES,
     ) -> Page[AccessToken]:
         if not _storable(app_key, account or "", query.search or ""):
             return Page((), 0, query.page, query.per_page)
         values = {"app_key": app_key, "account": account, "now": now}
+        if order == TokenOrder.LAST_USED:
+            name = "all_tokens_by_use" if account is None else "tokens_by_use"
+            params = list_params(query, **values)
+            position = query.after or query.before or ()
+            # The position's time, as the list's first order column has it (see _lists).
+            params.update(
+                (f"k{n}", recency(v)) for n, v in enumerate(position) if isinstance(v, datetime)
+            )
+            rows = self._unit.all(self._q.lists.statement(name, query), params)
+            return _page(rows, query, _token)
         if account is None:
             statement = self._q.lists.statement("all_tokens", query)
             rows = self._unit.all(statement, list_params(query, **values))
@@ -121,8 +137,16 @@ class _Tokens:
             rows = self._unit.all(statement, list_params(reading, **values))
         return _page(rows, query, _token)
 
+    def record_uses(self, uses: Mapping[str, datetime]) -> None:
+        ids = [token_id for token_id in uses if _storable(token_id)]
+        if ids:
+            self._unit.execute(self._q.token_record_uses, (ids, [uses[i] for i in ids]))
+
     def purge_expired(self, *, now: datetime, limit: int) -> int:
         return self._unit.count(self._q.token_purge, (now, limit))
+
+    def count_expired(self, *, now: datetime) -> int:
+        return self._unit.count(self._q.purge.token_count, (now,))
 
 
 class _Codes:
@@ -178,6 +202,9 @@ class _Codes:
 
     def purge_expired(self, *, now: datetime, limit: int) -> int:
         return self._unit.count(self._q.code_purge, (now, limit))
+
+    def count_expired(self, *, now: datetime) -> int:
+        return self._unit.count(self._q.purge.code_count, (now,))
 
 
 class _RefreshTokens:
@@ -242,6 +269,9 @@ class _RefreshTokens:
 
     def purge_expired(self, *, now: datetime, limit: int) -> int:
         return self._unit.count(self._q.refresh_purge, (now, limit))
+
+    def count_expired(self, *, now: datetime) -> int:
+        return self._unit.count(self._q.purge.refresh_count, (now,))
 
 
 class _Settings:

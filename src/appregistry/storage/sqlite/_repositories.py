@@ -1,9 +1,14 @@
-"""The SQLite repositories: one session's connection, and the unit of work over it."""
+"""The SQLite repositories: one session's connection, and the unit of work over it.
+
+A little over 600 lines, kept whole: each repository is a thin class over the one
+connection its unit of work holds, and the SQL, purge and last-use parts already live in
+modules of their own (`_queries`, `_purge`, `_last_use`).
+"""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
@@ -22,7 +27,9 @@ from ..._records import (
 )
 from ..._validation import search_text
 from ...errors import StorageError
-from ...ports import ListQuery
+from ...ports import ListQuery, TokenOrder
+from . import _purge
+from ._last_use import list_by_use, record_uses
 from ._queries import (
     _APP_COLUMNS,
     _APP_CONTEXT_SQL,
@@ -190,6 +197,12 @@ class _Apps:
                 select + "WHERE app_key > ? ORDER BY app_key LIMIT ?", (after, limit)
             )
         return [(row[0], _stored_secret(row[1:])) for row in rows]
+
+    def count_expired_grace(self, *, now: datetime) -> int:
+        return _purge.count_expired_grace(self._s, now)
+
+    def purge_expired_grace(self, *, now: datetime, limit: int) -> int:
+        return _purge.purge_expired_grace(self._s, now, limit)
 
     def remove(self, key: str) -> None:
         # Its installations, tokens, codes and refresh tokens go with it (ON DELETE CASCADE).
@@ -412,15 +425,23 @@ class _Tokens:
         )
 
     def list(
-        self, app_key: str, account: str | None, query: ListQuery, *, now: datetime
+        self,
+        app_key: str,
+        account: str | None,
+        query: ListQuery,
+        *,
+        now: datetime,
+        order: TokenOrder = TokenOrder.EXPIRES,
     ) -> Page[AccessToken]:
+        if order == TokenOrder.LAST_USED:
+            return list_by_use(self._s, app_key, account, query, now=now)
         params: list[object] = [app_key]
         where = "app_key = ?"
-        order: tuple[str, ...] = ("account", "expires_at", "token_id")
+        columns: tuple[str, ...] = ("account", "expires_at", "token_id")
         if account is not None:
             where += " AND account = ?"
             params.append(account)
-            order = order[1:]
+            columns = columns[1:]
         search: list[object] = []
         searched = _search_clause(query, "search_text", search)
         live = " AND expires_at > ?"
@@ -437,7 +458,7 @@ class _Tokens:
         elif expiry is not None:
             page = ListQuery(per_page=query.per_page)  # every live token is after it
         params = [*params, *([_to_db(now)] if live else []), *search]
-        tail, backward = _ordered_page(page, total, order, params)
+        tail, backward = _ordered_page(page, total, columns, params)
         rows = self._s.all(
             f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE {where}{live}{searched}{tail}",  # noqa: S608
             params,
@@ -445,6 +466,9 @@ class _Tokens:
         if backward:
             rows.reverse()
         return _page_of([_token(row) for row in rows], total, query)
+
+    def record_uses(self, uses: Mapping[str, datetime]) -> None:
+        record_uses(self._s, uses)
 
     def purge_expired(self, *, now: datetime, limit: int) -> int:
         self._s.tune_for_purge(last=False)
@@ -457,6 +481,9 @@ class _Tokens:
         if deleted < limit:
             self._s.tune_for_purge(last=True)
         return deleted
+
+    def count_expired(self, *, now: datetime) -> int:
+        return _purge.count_expired(self._s, "tokens", now)
 
 
 def _after_expiry(query: ListQuery) -> datetime | None:
@@ -518,6 +545,9 @@ class _Codes:
             (_to_db(now), limit),
         ).rowcount
 
+    def count_expired(self, *, now: datetime) -> int:
+        return _purge.count_expired(self._s, "codes", now)
+
 
 class _RefreshTokens:
     def __init__(self, session: _Session) -> None:
@@ -572,6 +602,9 @@ class _RefreshTokens:
             "(SELECT rowid FROM refresh_tokens WHERE expires_at <= ? LIMIT ?)",
             (_to_db(now), limit),
         ).rowcount
+
+    def count_expired(self, *, now: datetime) -> int:
+        return _purge.count_expired(self._s, "refresh_tokens", now)
 
 
 class _Unit:

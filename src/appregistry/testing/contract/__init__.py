@@ -44,8 +44,9 @@ storage, the OAuth grants and the all-or-nothing bulk removals included; (c) tha
 transaction which raises leaves nothing written; (d) that no plaintext secret, token or code
 ever reaches the ports; (e) that keys, peppers and secrets rotate without losing what they
 protect, and that a registry refuses a pepper or key that is not its storage's own
-(`appregistry.ports.SettingsRepository`); and that racing operations serialize (a code is
-exchanged once, a refresh token rotated once).
+(`appregistry.ports.SettingsRepository`); (f) that expired rows are counted as they are
+purged, every kind in one purge, a retention period kept; and that racing operations
+serialize (a code is exchanged once, a refresh token rotated once).
 
 This module needs pytest and Hypothesis (``pip install 'appregistry[testing]'``).
 """
@@ -56,7 +57,9 @@ from ._apps import AppRepositoryContract
 from ._codes import CodeRepositoryContract
 from ._concurrency import ConcurrencyContract
 from ._installations import InstallationRepositoryContract
+from ._last_use import LastUseContract
 from ._permissions import PermissionRepositoryContract
+from ._purge import PurgeContract
 from ._refresh_tokens import RefreshTokenRepositoryContract
 from ._registry import REDIRECT as REDIRECT
 from ._registry import VERIFIER as VERIFIER
@@ -90,9 +93,11 @@ __all__ = [
     "ConcurrencyContract",
     "FingerprintContract",
     "InstallationRepositoryContract",
+    "LastUseContract",
     "NoPlaintextContract",
     "PermissionRepositoryContract",
     "PersistenceContract",
+    "PurgeContract",
     "RefreshTokenRepositoryContract",
     "RegistryContract",
     "RotationContract",
@@ -117,8 +122,10 @@ class StorageContract(
     PermissionRepositoryContract,
     InstallationRepositoryContract,
     TokenRepositoryContract,
+    LastUseContract,
     CodeRepositoryContract,
     RefreshTokenRepositoryContract,
+    PurgeContract,
     SettingsRepositoryContract,
     TokenContextContract,
     TransactionContract,

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any, Final, TypeAlias
 
+import attrs
 import pytest
 from cryptography.fernet import Fernet
 
@@ -362,9 +363,9 @@ class RegistryContract(StorageFixtures):
         clock.advance(2 * HOUR)
         live = [registry.issue_token(new.app.key, new.secret) for _ in range(2)]
         events.clear()
-        assert 2 == registry.purge_expired_tokens(batch_size=2, max_batches=1)
-        assert 3 == registry.purge_expired_tokens(batch_size=2)
-        assert 0 == registry.purge_expired_tokens()
+        assert 2 == registry.purge_expired_tokens(batch_size=2, max_batches=1).tokens
+        assert 3 == registry.purge_expired_tokens(batch_size=2).tokens
+        assert 0 == registry.purge_expired_tokens().total
         assert [EventKind.TOKENS_PURGED] * 3 == events.kinds()
         by_expiry = sorted((t.record for t in live), key=lambda t: (t.expires_at, t.token_id))
         assert by_expiry == list(registry.list_tokens(new.app.key, "acme").items)
@@ -388,7 +389,10 @@ class RegistryContract(StorageFixtures):
             issued.record.user_agent,
             issued.record.approved_by,
         )
-        assert [issued.record] == list(registry.list_tokens(new.app.key, "acme").items)
+        # The allowed check is the token's last use (see LastUse).
+        listed = list(registry.list_tokens(new.app.key, "acme").items)
+        assert [issued.record] == [attrs.evolve(t, last_used_at=None) for t in listed]
+        assert None is not listed[0].last_used_at
         assert issued.refresh_token is not None
 
         rotated = registry.refresh(new.app.key, issued.refresh_token)
@@ -497,7 +501,7 @@ class RegistryContract(StorageFixtures):
         clock.advance(30 * DAY)
         live = _code(registry, new)
         # Three codes (one used), an access token and a refresh token expired; batches of one.
-        assert 5 == registry.purge_expired_tokens(batch_size=1)
+        assert 5 == registry.purge_expired_tokens(batch_size=1).total
         assert [None, None] == [_take(storage, digests.code_digest(c)) for c in stale]
         assert _get_refresh(storage, digests.refresh_digest(issued.refresh_token or "")) is None
         assert _take(storage, digests.code_digest(live)) is not None
