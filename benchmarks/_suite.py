@@ -51,6 +51,20 @@ def _verify_checks(bench: Backend, valid: Sequence[str], unknown: Sequence[str])
             raise AssertionError(f"{bench.name}: an unknown token was accepted")
 
 
+def _first_uses(bench: Backend, world: World, valid: Sequence[str]) -> None:
+    """Check every sample once and write the uses that records (last use is on by default).
+
+    The check rows then measure checks as a server sees them between a token's writes, the
+    usual case: a token is written at most once a minute. What the writes cost is the
+    ``check_last_use_<backend>`` row's to say, and the worst case (every token checked about
+    once a minute, so about one write per check) is in docs/performance.md, "Last use".
+    """
+    check = bench.registry.check_token
+    for token in valid:
+        check(token)
+    bench.registry.list_tokens(world.apps[0].key)  # writes what is pending
+
+
 def _load(bench: Backend, tokens: Tokens) -> None:
     with no_gc():
         bench.load_tokens(tokens)
@@ -106,6 +120,7 @@ def _check_rows(bench: Backend, world: World, sizes: Sizes) -> list[Row]:
     """``check_valid`` and ``check_unknown`` at the small size."""
     valid = world.samples(world.small)
     _verify_checks(bench, valid, world.unknown)
+    _first_uses(bench, world, valid)
     fns = {"ours": each(bench.registry.check_token), "raw": bench.raw_batch(bench.raw_check())}
     target = CHECK_TARGETS[bench.name]
     rows = []
@@ -139,6 +154,7 @@ def _scale_row(bench: Backend, world: World, sizes: Sizes, *, small_rate: float)
     """``check_valid_..._1m``: ours at the large size over ours at the small one."""
     valid = world.samples(world.large)
     _verify_checks(bench, valid, world.unknown)
+    _first_uses(bench, world, valid)
     fns = {"ours": each(bench.registry.check_token), "raw": bench.raw_batch(bench.raw_check())}
     found = rates(fns, valid, sizes=sizes)
     return Row(
