@@ -11,6 +11,8 @@ Rows, for ``<db>`` in ``sqlite`` and ``postgres``:
 
 - ``http_check_<db>``: GETs of a view protected by a bearer token (the library's
   ``@require_token()`` on Django; DOT's ``@protected_resource()``), against DOT's.
+  ``django_unprotected_per_s`` in the JSON: the same GETs of a view of the same project
+  with no check, the most any check under Django can reach (``django_unprotected_vs_dot``).
 - ``http_client_credentials_<db>``: client-credentials grants, against DOT's default (the
   client secret stored hashed, ``hash_client_secret=True``); ``vs_dot_plain`` in the JSON is
   the ratio against DOT with ``hash_client_secret=False``, and ``per_core`` the grants per
@@ -246,6 +248,8 @@ def _ours(db: str, url: str, seconds: float) -> dict[str, float]:
         bearer = _lua("GET", {"Authorization": f"Bearer {token}"})
         return {
             "check": _measure(port, "/api/me", bearer, seconds, check_alone),
+            # The same request to a view with no check: the most a check in Django can show.
+            "django": _measure(port, "/api/open", bearer, seconds, check_alone),
             "grant": _measure(
                 port, "/oauth/token.php", _lua("POST", grant, _GRANT), seconds, grant_alone
             ),
@@ -346,7 +350,12 @@ def http_rows(dbs: list[str], workdir: Path, postgres_url: str, *, quick: bool) 
                 CHECK_TARGET,
                 note=f"bearer-protected GETs against DOT's; {note}",
                 # What a check costing nothing would show against DOT: the row's own ceiling.
-                extra={"http_ceiling_per_s": top, "ceiling_vs_dot": top / dot["check"]},
+                extra={
+                    "http_ceiling_per_s": top,
+                    "ceiling_vs_dot": top / dot["check"],
+                    "django_unprotected_per_s": ours["django"],
+                    "django_unprotected_vs_dot": ours["django"] / dot["check"],
+                },
             )
         )
         rows.append(

@@ -55,7 +55,11 @@ if _URL is not None:  # imported by the bench's driver too, which serves nothing
         assert identity is not None  # require_token() lets no request without one through
         return JsonResponse(identity.as_json())
 
-    urlpatterns = [path("api/me", me)]
+    def unprotected(request: HttpRequest) -> JsonResponse:  # noqa: ARG001 - a Django view
+        """The same kind of answer with no check at all: what Django alone costs."""
+        return JsonResponse({"account": "acme", "app_key": "", "grant": "client_credentials"})
+
+    urlpatterns = [path("api/me", me), path("api/open", unprotected)]
     settings.configure(
         DEBUG=False,
         ALLOWED_HOSTS=["127.0.0.1", "localhost"],

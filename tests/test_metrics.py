@@ -33,7 +33,7 @@ from appregistry.metrics import (
     Metrics,
 )
 from appregistry.oauth2 import ME_PATH, TOKEN_PATH, Throttling, make_wsgi_app
-from appregistry.oauth2._throttle import Throttle
+from appregistry.oauth2._throttle import DEFAULT_KEY_FAILURES, Throttle
 from appregistry.storage.memory import MemoryStorage
 from appregistry.testing import ManualClock
 from test_throttle import Peer, basic, grant
@@ -213,23 +213,27 @@ def _families(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
     }
 
 
-def test_two_workers_share_one_budget(tmp_path: Path, redis_prefix: str) -> None:
+@pytest.mark.parametrize("workers", [1, 2], ids=["one process", "two processes on Redis"])
+def test_a_brute_force_is_stopped_within_the_default_budget(
+    tmp_path: Path, redis_prefix: str, workers: int
+) -> None:
+    """200 wrong secrets through `appregistry serve` with its default throttle settings."""
     database = tmp_path / "serve.sqlite3"
     with open_registry(f"sqlite:///{database}") as registry:
         registry.permit_account("acme", by="admin")
         victim = registry.register_app("acme", **APP_FIELDS, trusted=True)
         fields = {**APP_FIELDS, "name": "Bystander", "redirect_url": REDIRECT}
         bystander = registry.register_app("acme", **fields, trusted=True)
-    options = [
-        *("--throttle-redis", REDIS_URL, "--throttle-redis-prefix", redis_prefix),
-        *("--throttle-failures", "20/10minutes", "--metrics"),
-    ]
-    workers = [_serve(database, tmp_path / f"worker{n}.log", *options) for n in range(2)]
+    options = ["--metrics"]
+    if workers > 1:  # one budget for every process
+        options += ["--throttle-redis", REDIS_URL, "--throttle-redis-prefix", redis_prefix]
+    budget = int(DEFAULT_KEY_FAILURES.split("/")[0])  # failures per key: 20 in 10 minutes
+    servers = [_serve(database, tmp_path / f"worker{n}.log", *options) for n in range(workers)]
     try:
         session = requests.Session()
         statuses = []
         for n in range(200):
-            base = workers[n % 2][1]
+            base = servers[n % workers][1]
             wrong = session.post(
                 f"{base}{TOKEN_PATH}",
                 data={"grant_type": "client_credentials"},
@@ -241,28 +245,28 @@ def test_two_workers_share_one_budget(tmp_path: Path, redis_prefix: str) -> None
                 assert 1 <= int(wrong.headers["Retry-After"]) <= 600
             if n % 10 == 0:
                 ok = session.post(
-                    f"{workers[(n + 1) % 2][1]}{TOKEN_PATH}",
+                    f"{servers[(n + 1) % workers][1]}{TOKEN_PATH}",
                     data={"grant_type": "client_credentials"},
                     auth=(bystander.app.key, bystander.secret),
                     timeout=10,
                 )
                 assert 200 == ok.status_code
-        assert [401] * 20 + [429] * 180 == statuses
+        assert [401] * budget + [429] * (200 - budget) == statuses
         scraped = [
-            _families(session.get(f"{base}/metrics", timeout=10).text) for _, base in workers
+            _families(session.get(f"{base}/metrics", timeout=10).text) for _, base in servers
         ]
     finally:
-        for process, _ in workers:
+        for process, _ in servers:
             process.terminate()
             process.wait(timeout=20)
-    logs = "".join((tmp_path / f"worker{n}.log").read_text() for n in range(2))
+    logs = "".join((tmp_path / f"worker{n}.log").read_text() for n in range(workers))
     grants = "appregistry_grants_total"
     cc = ("grant_type", "client_credentials")
     totals = {
         outcome: sum(metrics.get((grants, (cc, ("outcome", outcome))), 0.0) for metrics in scraped)
         for outcome in ("invalid_client", "throttled", "issued")
     }
-    assert {"invalid_client": 20.0, "throttled": 180.0, "issued": 20.0} == totals
+    assert {"invalid_client": budget, "throttled": 200 - budget, "issued": 20} == totals
     throttled = sum(
         metrics.get(
             ("appregistry_throttled_requests_total", (("endpoint", "token"), ("scope", "key"))),
@@ -270,7 +274,7 @@ def test_two_workers_share_one_budget(tmp_path: Path, redis_prefix: str) -> None
         )
         for metrics in scraped
     )
-    assert 180 == throttled
+    assert 200 - budget == throttled
     assert victim.app.key in logs
     assert "guess-" not in logs
     assert victim.secret not in logs
