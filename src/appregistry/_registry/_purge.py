@@ -23,8 +23,9 @@ from ._base import _DEFAULT_PURGE_BATCH, _MAX_PURGE_BATCH, _nonzero, _RegistryBa
 
 #: How long a purge rests after each batch that leaves more to do, as a multiple of the time
 #: that batch took, unless told otherwise. Measured with the ``purge_while_checking_postgres``
-#: row of ``make bench`` (docs/performance.md): the checks kept 0.94 of their rate at this
-#: pace, as at 1.0, and 0.81 flat out.
+#: row of ``make bench`` (docs/performance.md): on a busy machine the checks kept 0.94 of
+#: their rate at this pace, as at 1.0, and 0.81 flat out; on a quiet one the pace made no
+#: difference (about 0.7 at any rest from 0 to 3).
 DEFAULT_PURGE_REST: Final = 0.5
 
 _NO_RETENTION: Final = timedelta(0)
