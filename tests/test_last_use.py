@@ -221,6 +221,26 @@ class TestLastUse:
             registry.check_token(token.token)
         assert [clock()] * 3 + [None] == [_stored(storage, t.record.token_id) for t in issued]
 
+    def test_tracking_forgets_the_least_recently_written_first(self) -> None:
+        """Past ``max_tracked`` the oldest-written token is forgotten; its stored time decides."""
+        storage, clock = MemoryStorage(), ManualClock()
+        options = LastUse(interval=INTERVAL, flush_delay=DELAY, max_tracked=2)
+        registry = Registry(storage=storage, clock=clock, last_use=options)
+        key, issued = _setup(registry, tokens=3)
+        first, second, third = (token.record.token_id for token in issued)
+        for token in issued:
+            registry.check_token(token.token)
+        registry.list_tokens(key)  # writes what is pending
+        written = clock()
+        recorder: Any = registry._last_use  # private, on purpose: the bound itself
+        assert [second, third] == list(recorder.due)
+        clock.advance(timedelta(seconds=5))
+        # Forgotten, the first token's stored time (5 s old) says no write is due yet.
+        registry.check_token(issued[0].token)
+        registry.list_tokens(key)
+        assert [third, first] == list(recorder.due)
+        assert [written] * 3 == [_stored(storage, t) for t in (first, second, third)]
+
     def test_a_failed_write_is_logged_without_tokens_and_the_check_is_allowed(
         self, tmp_path: Path, caplog: pytest.LogCaptureFixture
     ) -> None:

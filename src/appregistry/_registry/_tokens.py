@@ -195,7 +195,7 @@ class _Tokens(_RegistryBase):
             uses = self._last_use
             if uses is not None:
                 # Two comparisons, unless this token's use or the batch is due (see _last_use).
-                # A subscript of an exact dict costs least; a miss is the rare path anyway.
+                # A subscript costs least (no method call); a miss is the rare path anyway.
                 try:
                     due = uses.due[record.token_id]
                 except KeyError:
