@@ -116,8 +116,11 @@ class _Recorder:
             due = self.due.get(token_id, NOT_TRACKED)
             if now >= due:
                 stored = token.last_used_at
-                recent = stored is not None and stored <= now < stored + self._interval
-                if due is NOT_TRACKED and recent and stored is not None:
+                if (
+                    due is NOT_TRACKED
+                    and stored is not None
+                    and stored <= now < stored + self._interval
+                ):
                     # Written lately (by another process, or before this one started).
                     self._track(token_id, stored + self._interval)
                 else:
