@@ -10,12 +10,16 @@ one request of each kind is checked by hand first.
 Rows, for ``<db>`` in ``sqlite`` and ``postgres``:
 
 - ``http_check_<db>``: GETs of a view protected by a bearer token (the library's
-  ``@require_token()`` on Django; DOT's ``@protected_resource()``), against DOT's.
-  ``django_unprotected_per_s`` in the JSON: the same GETs of a view of the same project
-  with no check, the most any check under Django can reach (``django_unprotected_vs_dot``).
-- ``http_client_credentials_<db>``: client-credentials grants, against DOT's default (the
-  client secret stored hashed, ``hash_client_secret=True``); ``vs_dot_plain`` in the JSON is
-  the ratio against DOT with ``hash_client_secret=False``, and ``per_core`` the grants per
+  ``@require_token()`` on Django; DOT's ``@protected_resource()``), against DOT's; the
+  target is ten times. ``django_unprotected_per_s`` in the JSON: the same GETs of a view of
+  the same project with no check, the most any check under Django can reach
+  (``django_unprotected_vs_dot``).
+- ``http_client_credentials_<db>``: client-credentials grants, against DOT with
+  ``hash_client_secret=False`` (plain secrets, the fair comparison: both then cost a few
+  queries and a commit); the target is twice. ``dot_hashed_per_s`` and ``vs_dot_hashed`` in
+  the JSON are against DOT's default (secrets stored as PBKDF2 password hashes),
+  ``vs_dot_plain`` repeats the ratio (earlier runs' rows had the hashed DOT as their
+  baseline and the plain one only there), and ``per_core`` the grants per
   second per CPU of the machine (server, database and load generator share them), beside
   Keycloak's published 120 per vCPU (``vs_keycloak``).
 
@@ -59,8 +63,9 @@ GUNICORN = ("--worker-class", "gthread", "--workers", "2", "--threads", "8")
 #: Keycloak's published client-credentials rate per vCPU (its sizing guide, "Concepts for
 #: sizing CPU and memory resources": 120 client-credentials grants per second per vCPU).
 KEYCLOAK_PER_VCPU = 120.0
-CHECK_TARGET = 1.0
-GRANT_TARGET = 1.0
+#: The targets: a bearer check ten times DOT's, a grant twice DOT's with plain secrets.
+CHECK_TARGET = 10.0
+GRANT_TARGET = 2.0
 _ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -365,10 +370,12 @@ def http_rows(dbs: list[str], workdir: Path, postgres_url: str, *, quick: bool) 
             Row(
                 f"http_client_credentials_{db}",
                 ours["grant"],
-                dot["grant_hashed"],
+                dot["grant_plain"],
                 GRANT_TARGET,
-                note=f"grants against DOT's (hashed secrets); {note}",
+                note=f"grants against DOT's with plain secrets; {note}",
                 extra={
+                    "dot_hashed_per_s": dot["grant_hashed"],
+                    "vs_dot_hashed": ours["grant"] / dot["grant_hashed"],
                     "dot_plain_per_s": dot["grant_plain"],
                     "vs_dot_plain": ours["grant"] / dot["grant_plain"],
                     "per_core": ours["grant"] / cores,

@@ -187,7 +187,10 @@ def _list_row(bench: Backend, world: World, sizes: Sizes) -> Row:
     # end of the list, so the middle page is their worst case: it is measured too.
     middle = max(1, last // 2)
     found = rates(
-        {"last": page(last), "first": page(1), "middle": page(middle)}, [None], sizes=sizes
+        {"last": page(last), "first": page(1), "middle": page(middle)},
+        [None],
+        sizes=sizes,
+        rounds=sizes.list_rounds,
     )
     return Row(
         f"list_page_{bench.name}",
@@ -243,6 +246,7 @@ def _app_list_rows(bench: Backend, sizes: Sizes) -> list[Row]:
             },
             [None],
             sizes=sizes,
+            rounds=sizes.list_rounds,
         )
         rows.append(
             Row(

@@ -20,7 +20,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 ROW_FIELDS = {"name", "ours_per_s", "baseline_per_s", "ratio", "target", "met", "note"}
-GRANT_EXTRAS = {"dot_plain_per_s", "vs_dot_plain", "per_core", "keycloak_per_vcpu", "vs_keycloak"}
+GRANT_EXTRAS = {
+    "dot_hashed_per_s",
+    "vs_dot_hashed",
+    "dot_plain_per_s",
+    "vs_dot_plain",
+    "per_core",
+    "keycloak_per_vcpu",
+    "vs_keycloak",
+}
 
 
 def _problem() -> str | None:
@@ -88,6 +96,10 @@ def check_rows(document: dict[str, Any], db: str) -> None:
     cores = document["machine"]["nproc"]
     assert grant["per_core"] == pytest.approx(grant["ours_per_s"] / cores, rel=1e-2, abs=0.1)
     assert 120 == grant["keycloak_per_vcpu"]
+    # The grant row's baseline is DOT with plain secrets (the target's); the hashed DOT beside.
+    assert grant["dot_plain_per_s"] == pytest.approx(grant["baseline_per_s"], rel=1e-2, abs=0.1)
+    assert grant["dot_hashed_per_s"] > 0
+    assert [10.0, 2.0] == [row["target"] for row in rows]
 
 
 def test_sqlite(tmp_path: Path) -> None:

@@ -126,6 +126,23 @@ class TestCost:
         check = setup.registry.check_token(body["access_token"])
         assert (Reason.ALLOWED, "acme") == (check.reason, check.token.account)
 
+    def test_no_token_is_drawn_to_be_thrown_away(
+        self, setup: Setup, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # oauthlib's BearerToken draws a token that save_bearer_token replaces with the
+        # Registry's: the server gives it a placeholder instead, which never reaches a client.
+        def drawn(*_: object, **__: object) -> str:
+            raise AssertionError("oauthlib drew a token")
+
+        monkeypatch.setattr("oauthlib.common.generate_token", drawn)
+        monkeypatch.setattr("oauthlib.oauth2.rfc6749.tokens.common.generate_token", drawn)
+        status, body = grant(
+            make_server(setup.registry), basic(setup.trusted.app.key, setup.trusted.secret)
+        )
+        assert 200 == status
+        assert "not yet issued" not in json.dumps(body)
+        assert setup.registry.check_token(body["access_token"]).allowed
+
     def test_the_reference_path_costs_three(self, setup: Setup) -> None:
         # What the hook saves: authentication, the trust read and the issue, one each.
         server = reference_server(setup.registry)

@@ -212,7 +212,9 @@ def error_code(response: _Response) -> str | None:
         query = urllib.parse.urlsplit(location).query
         errors = [v for k, v in urllib.parse.parse_qsl(query) if k == "error"]
         return errors[0] if errors else None
-    if response.body.startswith(b"{"):
+    # An error in a JSON body comes with 400 or 401 (RFC 6749 section 5.2): a success's body,
+    # a token response say, is not parsed for one.
+    if response.status >= 400 and response.body.startswith(b"{"):
         try:
             data = json.loads(response.body)
         except ValueError:
